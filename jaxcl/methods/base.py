@@ -1,0 +1,64 @@
+"""The contract between a method and the one training loop.
+
+A method is an ``nnx.Module`` that owns every network it trains or tracks (online encoder and heads,
+EMA target, text tower) and every piece of state it carries between steps (MoCo's queue). The trainer
+knows nothing else about it:
+
+* ``loss(batch, *, axis_name)`` runs **per device** inside ``jax.shard_map`` over the data axis. ``batch``
+  holds this device's rows: ``image`` (uint8, [b, H, W, C]), ``label`` (int32, [b]) and ``key`` (one PRNG
+  key per example, [b], derived by the trainer from the seed, the step and the *global* example index, so
+  views do not depend on the device count). It makes the views with its augmentation recipe, runs the
+  networks (BatchNorm synchronised over ``axis_name`` where the method asks for it), and returns
+  ``(loss, metrics)``: the loss of the *global* batch (the losses psum their local parts), and a dict of
+  scalar metrics that the trainer averages over devices.
+* Gradients are taken only for the variables that ``trainable`` selects (default: every ``nnx.Param``);
+  anything else (``Target`` copies, ``Queue``, ``nnx.BatchStat``) is carried, not trained.
+* ``after_step(*, step, total_steps)`` runs once per optimizer step on the *global* (GSPMD-sharded) state,
+  outside ``shard_map``: EMA updates of ``Target`` variables, pushing ``Stash``-ed keys into the ``Queue``.
+* ``features(images)`` maps float images in [0, 1] ([B, H, W, C], the config's image size) to the
+  representation used for kNN / linear-probe evaluation (the encoder output, before any head), in eval
+  mode. Methods with a second tower may add their own helpers (e.g. ``encode_text``).
+
+Sharding of state inside ``shard_map`` follows the variable type: ``Queue`` and ``Stash`` are split over
+the data axis along their first dimension; every other variable is replicated (``BatchStat`` leaves are
+averaged over devices after the step, which is exact when BN is synchronised).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import jax
+from flax import nnx
+
+
+class Target(nnx.Variable):
+  """A copy of online weights updated by EMA (BYOL, MoCo); never receives gradients."""
+
+
+class Queue(nnx.Variable):
+  """A memory of past embeddings used as negatives; sharded over the data axis on dim 0."""
+
+
+class Stash(nnx.Variable):
+  """Per-example outputs of ``loss`` kept for ``after_step`` (e.g. MoCo keys); sharded on dim 0."""
+
+
+class Method(nnx.Module):
+  """Base class: a method's networks, state and loss. See the module docstring for the contract."""
+
+  #: Whether ``loss`` reads ``batch['label']`` (SupCon, CLIP captions); the trainer checks data has labels.
+  uses_labels: ClassVar[bool] = False
+  #: Which variables the optimizer updates.
+  trainable: ClassVar[Any] = nnx.Param
+
+  def loss(
+      self, batch: dict[str, jax.Array], *, axis_name: str | None = None
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    raise NotImplementedError
+
+  def after_step(self, *, step: jax.Array, total_steps: int) -> None:
+    """Post-optimizer-step hook on the global state. Default: nothing."""
+
+  def features(self, images: jax.Array) -> jax.Array:
+    raise NotImplementedError
