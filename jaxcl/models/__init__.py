@@ -1,0 +1,20 @@
+"""Encoders (ResNet, ViT, SmallCNN, TextTransformer), heads and synchronised BatchNorm, in Flax NNX.
+
+Every image encoder is called as ``encoder(images [B,H,W,C], *, train, axis_name=None)`` and returns
+float32 features [B, encoder.out_dim]; ``axis_name`` synchronises BatchNorm statistics inside
+``jax.shard_map``.
+"""
+
+from jaxcl.models.config import ENCODERS, count_params, create_encoder, default_config
+from jaxcl.models.heads import PredictionHead, ProjectionHead
+from jaxcl.models.norm import BatchNorm
+from jaxcl.models.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50
+from jaxcl.models.small_cnn import SmallCNN
+from jaxcl.models.text import TextTransformer
+from jaxcl.models.vit import TransformerBlock, ViT, vit_base, vit_small, vit_tiny
+
+__all__ = [
+    "ENCODERS", "BasicBlock", "BatchNorm", "Bottleneck", "PredictionHead", "ProjectionHead", "ResNet",
+    "SmallCNN", "TextTransformer", "TransformerBlock", "ViT", "count_params", "create_encoder",
+    "default_config", "resnet18", "resnet34", "resnet50", "vit_base", "vit_small", "vit_tiny",
+]

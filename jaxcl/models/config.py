@@ -1,0 +1,95 @@
+"""Encoder configs: ``default_config(name)`` and ``create_encoder(cfg, ...)``."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jaxcl.models.resnet import ResNet
+from jaxcl.models.small_cnn import SmallCNN
+from jaxcl.models.vit import _VIT_SIZES, ViT
+
+ENCODERS = ("small_cnn", "resnet18", "resnet34", "resnet50", "vit_tiny", "vit_small", "vit_base")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _check_name(name: str) -> None:
+  if name not in ENCODERS:
+    raise ValueError(f"model.name must be one of {ENCODERS}, got {name!r}")
+
+
+def default_config(encoder: str = "small_cnn") -> ml_collections.ConfigDict:
+  """The ``model`` sub-config of an experiment: the encoder's name and every constructor argument.
+
+  Args:
+    encoder: one of ``ENCODERS``.
+
+  Returns:
+    A ConfigDict with ``name``, ``dtype`` (compute) and ``param_dtype`` ("float32" | "bfloat16"), and
+    the encoder's own fields (ResNet: stem, width_multiplier, zero_init_residual; ViT: image_size,
+    patch_size, pool, mlp_ratio; SmallCNN: widths, strides).
+  """
+  _check_name(encoder)
+  cfg = ml_collections.ConfigDict()
+  cfg.name = encoder
+  cfg.dtype = "float32"
+  cfg.param_dtype = "float32"
+  if encoder == "small_cnn":
+    cfg.widths = (32, 64, 128)
+    cfg.strides = (1, 2, 2)
+  elif encoder.startswith("resnet"):
+    cfg.stem = "imagenet"
+    cfg.width_multiplier = 1.0
+    cfg.zero_init_residual = False
+  else:
+    cfg.image_size = 224
+    cfg.patch_size = 16
+    cfg.pool = "cls"
+    cfg.mlp_ratio = 4.0
+  return cfg
+
+
+def _dtype(cfg, field):
+  value = cfg.get(field, "float32")
+  if value not in _DTYPES:
+    raise ValueError(f"model.{field} must be one of {tuple(_DTYPES)}, got {value!r}")
+  return _DTYPES[value]
+
+
+def create_encoder(
+    cfg: ml_collections.ConfigDict,
+    *,
+    in_channels: int,
+    rngs: nnx.Rngs,
+    image_size: int | None = None,
+) -> nnx.Module:
+  """Builds the encoder that ``cfg`` (a ``default_config`` result, possibly edited) describes.
+
+  Args:
+    cfg: the ``model`` config.
+    in_channels: channels of the input images (1 for digits, 3 for RGB).
+    rngs: initialisation keys.
+    image_size: training image side; overrides ``cfg.image_size`` for ViTs (their position-embedding
+      grid) and is ignored by convolutional encoders.
+
+  Returns:
+    An ``nnx.Module`` called as ``encoder(images, *, train, axis_name=None) -> [B, encoder.out_dim]``.
+  """
+  _check_name(cfg.name)
+  kw = dict(in_channels=in_channels, dtype=_dtype(cfg, "dtype"),
+            param_dtype=_dtype(cfg, "param_dtype"), rngs=rngs)
+  if cfg.name == "small_cnn":
+    return SmallCNN(widths=tuple(cfg.widths), strides=tuple(cfg.strides), **kw)
+  if cfg.name.startswith("resnet"):
+    return ResNet(int(cfg.name[len("resnet"):]), stem=cfg.stem, width_multiplier=cfg.width_multiplier,
+                  zero_init_residual=cfg.zero_init_residual, **kw)
+  width, depth, heads = _VIT_SIZES[cfg.name[len("vit_"):]]
+  return ViT(image_size=image_size or cfg.image_size, patch_size=cfg.patch_size, width=width,
+             depth=depth, heads=heads, mlp_ratio=cfg.mlp_ratio, pool=cfg.pool, **kw)
+
+
+def count_params(module: nnx.Module) -> int:
+  """Number of scalars in the module's ``nnx.Param`` variables (works on ``nnx.eval_shape`` output)."""
+  import jax
+  return sum(int(x.size) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
