@@ -1,0 +1,190 @@
+"""kNN monitor, linear probe, feature extraction and baselines against independent NumPy references."""
+
+import numpy as np
+import pytest
+
+from jaxcl import evaluate
+
+
+def _knn_reference(train_x, train_y, test_x, *, k, temperature, num_classes):
+  """Wu et al. 2018 weighted kNN, one test point at a time with explicit weights and votes."""
+  train_n = train_x / np.linalg.norm(train_x, axis=1, keepdims=True)
+  preds = []
+  for q in test_x:
+    q = q / np.linalg.norm(q)
+    sims = train_n @ q
+    order = np.argsort(-sims, kind="stable")[: min(k, len(train_x))]
+    votes = np.zeros(num_classes)
+    for i in order:
+      votes[train_y[i]] += np.exp(sims[i] / temperature)
+    preds.append(int(np.argmax(votes)))
+  return np.array(preds)
+
+
+@pytest.mark.parametrize("k, temperature, batch_size", [(5, 0.1, 7), (200, 0.07, None), (1, 0.5, 3)])
+def test_knn_matches_numpy_reference(k, temperature, batch_size):
+  rng = np.random.default_rng(k)
+  train_x = rng.normal(size=(60, 8)).astype(np.float32)
+  train_y = rng.integers(0, 4, size=60)
+  test_x = rng.normal(size=(23, 8)).astype(np.float32)
+  test_y = rng.integers(0, 4, size=23)
+  # k=200 > 60 train rows: clipped, so every train row votes.
+  expected = _knn_reference(train_x, train_y, test_x, k=k, temperature=temperature, num_classes=4)
+  got = evaluate.knn_predict(
+      train_x, train_y, test_x, test_y, k=k, temperature=temperature, batch_size=batch_size
+  )
+  np.testing.assert_array_equal(got, expected)
+  acc = evaluate.knn_accuracy(
+      train_x, train_y, test_x, test_y, k=k, temperature=temperature, batch_size=batch_size
+  )
+  np.testing.assert_allclose(acc, np.mean(expected == test_y))
+
+
+def test_knn_weights_decide_not_counts():
+  # Two far, same-class neighbours against one identical neighbour: with a sharp temperature the
+  # single near neighbour outweighs both; a majority vote would pick class 1.
+  train_x = np.array([[1.0, 0.0], [0.0, 1.0], [0.1, 1.0]], np.float32)
+  train_y = np.array([0, 1, 1])
+  test_x = np.array([[1.0, 0.05]], np.float32)
+  sharp = evaluate.knn_predict(train_x, train_y, test_x, k=3, temperature=0.1, num_classes=2)
+  flat = evaluate.knn_predict(train_x, train_y, test_x, k=3, temperature=100.0, num_classes=2)
+  assert sharp[0] == 0 and flat[0] == 1
+
+
+def test_knn_ties_go_to_lower_index_and_class():
+  # Duplicate train points at equal similarity: with k=1 the lower train index wins.
+  train_x = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
+  test_x = np.array([[1.0, 0.0]], np.float32)
+  assert evaluate.knn_predict(train_x, np.array([2, 1, 0]), test_x, k=1, num_classes=3)[0] == 2
+  # Equal vote totals (one neighbour each of classes 1 and 0 at the same similarity): lower class.
+  train_x = np.array([[1.0, 1.0], [1.0, -1.0]], np.float32)
+  test_x = np.array([[1.0, 0.0]], np.float32)
+  assert evaluate.knn_predict(train_x, np.array([1, 0]), test_x, k=2, num_classes=2)[0] == 0
+
+
+def test_knn_rejects_bad_arguments():
+  x = np.ones((4, 3), np.float32)
+  y = np.zeros(4, np.int32)
+  with pytest.raises(ValueError, match="temperature"):
+    evaluate.knn_accuracy(x, y, x, y, temperature=0.0)
+  with pytest.raises(ValueError, match="widths"):
+    evaluate.knn_accuracy(x, y, np.ones((4, 5)), y)
+  with pytest.raises(ValueError, match="labels must be integers"):
+    evaluate.knn_accuracy(x, y.astype(float), x, y)
+
+
+def test_linear_probe_separates_random_linear_labelling():
+  # Labels from a random linear map with a margin: a linear probe must get (almost) all right.
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=(16, 5))
+  # Very different feature scales and offsets: the probe must standardise to do well.
+  x = rng.normal(size=(1200, 16)) * rng.uniform(0.1, 10.0, size=16) + rng.normal(size=16)
+  scores = ((x - x.mean(0)) / x.std(0)) @ w
+  top2 = np.sort(scores, axis=1)[:, -2:]
+  keep = top2[:, 1] - top2[:, 0] > 1.0
+  x, y = x[keep].astype(np.float32), np.argmax(scores[keep], axis=1)
+  n = len(x) * 2 // 3
+  acc = evaluate.linear_probe(x[:n], y[:n], x[n:], y[n:])
+  assert acc >= 0.98, acc
+  probe = evaluate.fit_linear_probe(x[:n], y[:n])
+  assert set(probe.heldout_accuracy) == set(evaluate.DEFAULT_L2_GRID)
+  assert probe.accuracy(x[:n], y[:n]) >= 0.99
+  assert probe.l2 in probe.heldout_accuracy
+
+
+def test_linear_probe_blobs_fixed_l2_and_determinism():
+  rng = np.random.default_rng(1)
+  centers = rng.normal(size=(4, 16)) * 10
+  y = rng.integers(0, 4, size=400)
+  x = (centers[y] + rng.normal(size=(400, 16))).astype(np.float32)
+  a = evaluate.fit_linear_probe(x[:300], y[:300], l2=1e-3)
+  b = evaluate.fit_linear_probe(x[:300], y[:300], l2=1e-3)
+  np.testing.assert_array_equal(a.weights, b.weights)
+  assert a.accuracy(x[300:], y[300:]) == 1.0
+  assert a.heldout_accuracy == {}
+
+
+def test_linear_probe_optimum_has_zero_gradient():
+  # At the returned weights the regularised objective's gradient (written in NumPy) is ~0.
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(200, 6)).astype(np.float32)
+  y = rng.integers(0, 3, size=200)
+  l2 = 1e-2
+  probe = evaluate.fit_linear_probe(x, y, l2=l2)
+  xs = (x - x.mean(0)) / x.std(0)
+  logits = xs @ probe.weights + probe.bias
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  p[np.arange(200), y] -= 1.0
+  grad_w = xs.T @ p / 200 + l2 * probe.weights
+  grad_b = p.mean(0)
+  np.testing.assert_allclose(grad_w, 0.0, atol=1e-4)
+  np.testing.assert_allclose(grad_b, 0.0, atol=1e-4)
+
+
+def test_raw_pixel_baseline_on_digits():
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
+
+  digits = load_digits()
+  images = (digits.images * (255 / 16)).round().astype(np.uint8)[..., None]
+  xtr, xte, ytr, yte = train_test_split(
+      images, digits.target, test_size=0.3, stratify=digits.target, random_state=0
+  )
+  result = evaluate.raw_pixel_baseline((xtr, ytr), (xte, yte))
+  assert result["knn"] > 0.9 and result["linear"] > 0.9, result
+
+
+def test_extract_features_pads_and_shards(mesh):
+  import jax.numpy as jnp
+  from flax import nnx
+
+  class Features(nnx.Module):
+    def __init__(self):
+      self.proj = nnx.Linear(12, 5, rngs=nnx.Rngs(0))
+
+    def features(self, images):
+      return self.proj(images.reshape(images.shape[0], -1))
+
+  model = Features()
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(21, 2, 2, 3), dtype=np.uint8)
+  w = np.asarray(model.proj.kernel[...])
+  b = np.asarray(model.proj.bias[...])
+  expected = (images.reshape(21, -1) / 255.0) @ w + b
+  # nnx.Module, its bound method, and a plain function; single device and 8-device mesh.
+  for fn in (model, model.features):
+    got = evaluate.extract_features(fn, images, batch_size=8)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  got = evaluate.extract_features(model.features, images, batch_size=16, mesh=mesh)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  got = evaluate.extract_features(lambda x: jnp.sum(x, axis=(1, 2, 3))[:, None], images, batch_size=8)
+  np.testing.assert_allclose(got[:, 0], images.reshape(21, -1).sum(1) / 255.0, rtol=1e-5)
+  with pytest.raises(ValueError, match="divisible"):
+    evaluate.extract_features(model, images, batch_size=12, mesh=mesh)
+
+
+def test_evaluate_representation_and_table():
+  rng = np.random.default_rng(0)
+  y = np.arange(80) % 4
+  images = np.zeros((80, 2, 2, 1), np.uint8)
+  images[np.arange(80), y // 2, y % 2, 0] = 255  # class = position of the one bright pixel
+  flat = lambda x: x.reshape(x.shape[0], -1)  # noqa: E731
+  result = evaluate.evaluate_representation(
+      flat, (images[:60], y[:60]), (images[60:], y[60:]), knn_k=10, batch_size=16
+  )
+  assert result == {"knn": 1.0, "linear": 1.0}
+  monitor = evaluate.evaluate_representation(
+      flat, (images[:60], y[:60]), (images[60:], y[60:]), linear=False
+  )
+  assert monitor == {"knn": 1.0}
+  del rng
+  table = evaluate.format_table({"raw pixels": {"knn": 0.969, "linear": 0.97}, "x": {"knn": 0.5}})
+  assert table.splitlines() == [
+      "| representation | kNN | linear probe |",
+      "|---|---:|---:|",
+      "| raw pixels | 96.9% | 97.0% |",
+      "| x | 50.0% | - |",
+  ]
+  plain = evaluate.format_table({"raw pixels": {"knn": 0.969}}, style="plain")
+  assert plain.splitlines()[1].split() == ["raw", "pixels", "96.9%"]
