@@ -1,0 +1,46 @@
+"""Every contrastive / self-supervised objective as a pure JAX function of embeddings.
+
+Losses take arrays and keyword-only hyperparameters and return a float32 scalar. Those whose negatives
+or batch statistics span the batch take ``axis_name``: called inside ``jax.shard_map`` over that mesh
+axis with each device's rows, they return the loss of the global batch, with the single-device value
+and gradient (see ``jaxcl.losses.contrastive`` for the two ways of differentiating that are tested).
+``nt_xent``, ``info_nce``, ``clip_loss`` and ``sigmoid_loss`` also take ``block_size`` to switch to the
+memory-linear tiled variants in ``jaxcl.losses.blockwise``.
+"""
+
+from jaxcl.losses.contrastive import clip_loss, info_nce, moco_infonce, nt_xent
+from jaxcl.losses.debiased import dcl, hard_negative_nt_xent
+from jaxcl.losses.metric_learning import (
+    batch_hard_triplet,
+    batch_semi_hard_triplet,
+    contrastive_margin,
+    triplet_margin,
+)
+from jaxcl.losses.metrics import alignment, embedding_std, positive_top1, rankme, uniformity
+from jaxcl.losses.sigmoid import sigmoid_loss
+from jaxcl.losses.ssl import barlow_twins, byol_loss, negative_cosine, vicreg
+from jaxcl.losses.supervised import supcon
+
+__all__ = [
+    "alignment",
+    "barlow_twins",
+    "batch_hard_triplet",
+    "batch_semi_hard_triplet",
+    "byol_loss",
+    "clip_loss",
+    "contrastive_margin",
+    "dcl",
+    "embedding_std",
+    "hard_negative_nt_xent",
+    "info_nce",
+    "moco_infonce",
+    "negative_cosine",
+    "nt_xent",
+    "positive_top1",
+    "rankme",
+    "sigmoid_loss",
+    "supcon",
+    "triplet_margin",
+    "uniformity",
+    "vicreg",
+]
