@@ -1,0 +1,61 @@
+"""Default data configuration (`jaxcl.data.default_config`)."""
+
+import os
+
+import ml_collections
+from ml_collections import config_dict
+
+# Stored image side per dataset; None keeps the stored size (the dataset must then have a fixed shape).
+_DEFAULT_IMAGE_SIZE = {"digits": 32, "cifar10": 32, "imagenet2012": 224, "stl10": 96}
+_DEFAULT_EVAL_SPLIT = {"imagenet2012": "validation", "imagenette": "validation"}
+
+
+def default_data_dir() -> str:
+  """The TFDS data directory: `$JAXCL_DATA_DIR`, else `~/.cache/jaxcl/tensorflow_datasets`."""
+  env = os.environ.get("JAXCL_DATA_DIR")
+  if env:
+    return env
+  return os.path.join(os.path.expanduser("~"), ".cache", "jaxcl", "tensorflow_datasets")
+
+
+def default_config(name: str = "digits") -> ml_collections.ConfigDict:
+  """Returns the `data` sub-config for dataset `name`.
+
+  Fields:
+    name: "digits" (embedded, prepared on first use), "cifar10" (from a user's
+      cifar-10-python.tar.gz), or any TFDS catalog name already prepared as array_record in data_dir.
+    data_dir: TFDS data directory (`$JAXCL_DATA_DIR` or ~/.cache/jaxcl/tensorflow_datasets).
+    manual_dir: where `prepare` finds user-supplied archives (cifar10: cifar-10-python.tar.gz).
+    image_size: side of the square uint8 images the pipeline yields. digits are stored at this size
+      (8x8 upsampled); other datasets are resized on the host when their stored size differs
+      (shorter side to image_size, then centre crop). None keeps the stored size.
+    resize_method: "bilinear" or "nearest" (used for upsampling digits and for host-side resizing).
+    num_workers: Grain worker processes (0: read in the main process with threads).
+    read_threads: threads per process that read and decode batches.
+    prefetch_batches: batches read ahead per process by those threads.
+    shuffle_seed: if not None, overrides the `seed` given to `train_iterator`.
+    train_split / eval_split: TFDS split names used for training and evaluation.
+    image_key / label_key: feature names of the image and the integer label.
+
+  Args:
+    name: dataset name.
+
+  Returns:
+    An unlocked ConfigDict (the trainer locks the whole experiment config).
+  """
+  cfg = ml_collections.ConfigDict()
+  cfg.name = name
+  cfg.data_dir = default_data_dir()
+  cfg.manual_dir = config_dict.placeholder(str)
+  cfg.image_size = config_dict.placeholder(int)
+  cfg.image_size = _DEFAULT_IMAGE_SIZE.get(name)
+  cfg.resize_method = "bilinear"
+  cfg.num_workers = 0
+  cfg.read_threads = 2
+  cfg.prefetch_batches = 4
+  cfg.shuffle_seed = config_dict.placeholder(int)
+  cfg.train_split = "train"
+  cfg.eval_split = _DEFAULT_EVAL_SPLIT.get(name, "test")
+  cfg.image_key = "image"
+  cfg.label_key = "label"
+  return cfg

@@ -1,0 +1,146 @@
+"""The Grain input pipeline: global shuffle per epoch, per-process slices, resumable iterators.
+
+Every JAX process computes the same global order: epoch e is a permutation of the split drawn from
+(seed, e); the permutation is cut into global batches of `global_batch_size` (the remainder is dropped,
+a different remainder each epoch), and process p reads rows [p*L, (p+1)*L) of each global batch, where
+L = global_batch_size / process_count. So the processes' slices are disjoint, together they are exactly
+the single-process global batch, and results do not depend on how many hosts read them.
+"""
+
+import sys
+from typing import Any
+
+import grain
+import ml_collections
+import numpy as np
+from absl import flags
+
+from jaxcl.data import sources
+from jaxcl.data import transforms
+
+
+class GlobalBatchSlice(grain.MapDataset):
+  """Index i of this process's example stream -> example of the global per-epoch order.
+
+  `parent` must be an infinite, per-epoch shuffled dataset whose epochs are `epoch_size` long (grain's
+  `source.shuffle(seed).repeat()`): its index e * epoch_size + j is position j of epoch e.
+  """
+
+  def __init__(self, parent: grain.MapDataset, *, epoch_size: int, global_batch_size: int,
+               process_index: int, process_count: int):
+    super().__init__(parent)
+    self._epoch_size = epoch_size
+    self._global = global_batch_size
+    self._local = global_batch_size // process_count
+    self._offset = process_index * self._local
+    self._used = (epoch_size // global_batch_size) * global_batch_size
+
+  def __len__(self) -> int:
+    return sys.maxsize
+
+  def __str__(self) -> str:
+    return (f"GlobalBatchSlice(global={self._global}, local={self._local}, "
+            f"offset={self._offset}, used={self._used}/{self._epoch_size})")
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    step, row = divmod(index, self._local)
+    epoch, position = divmod(step * self._global + self._offset + row, self._used)
+    return self._parent[epoch * self._epoch_size + position]
+
+
+def sliced_dataset(source: Any, *, seed: int, global_batch_size: int, process_index: int = 0,
+                   process_count: int = 1) -> grain.MapDataset:
+  """This process's infinite example stream (unbatched) of a random-access source.
+
+  Args:
+    source: anything with __len__ and __getitem__ (a TFDS data source, a list).
+    seed: shuffle seed; epoch e uses grain's index shuffle seeded with seed + e.
+    global_batch_size: examples per step over all processes.
+    process_index: this process (jax.process_index()).
+    process_count: number of processes (jax.process_count()).
+
+  Returns:
+    A MapDataset whose consecutive runs of global_batch_size // process_count examples are this
+    process's part of consecutive global batches.
+  """
+  n = len(source)
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of the "
+                     f"process count {process_count}; change train.batch_size.")
+  if global_batch_size > n:
+    raise ValueError(f"global_batch_size={global_batch_size} exceeds the {n} examples of the split; "
+                     "lower train.batch_size.")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} is outside [0, {process_count}).")
+  shuffled = grain.MapDataset.source(source).shuffle(seed=seed % 2**32).repeat()
+  return GlobalBatchSlice(shuffled, epoch_size=n, global_batch_size=global_batch_size,
+                          process_index=process_index, process_count=process_count)
+
+
+def _ensure_absl_flags_parsed() -> None:
+  # Grain reads its absl flags when it starts worker processes; outside absl.app.run (a notebook,
+  # pytest, a plain script) they are unparsed and reading them raises UnparsedFlagAccessError.
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def train_iterator(cfg: ml_collections.ConfigDict, *, seed: int, global_batch_size: int,
+                   process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
+  """An infinite iterator over this process's part of shuffled global training batches.
+
+  Args:
+    cfg: the data config (`jaxcl.data.default_config`).
+    seed: shuffle seed (`cfg.shuffle_seed` overrides it when set); each epoch is reshuffled.
+    global_batch_size: examples per training step over all processes.
+    process_index: this JAX process (jax.process_index()).
+    process_count: number of JAX processes (jax.process_count()).
+
+  Returns:
+    A Grain DatasetIterator of dict(image=uint8 [L,H,W,C], label=int32 [L]), L = global_batch_size /
+    process_count, with get_state() / set_state(state) for checkpointing; partial batches at the
+    end of an epoch are dropped.
+  """
+  source = sources.data_source(cfg, cfg.train_split, field="data.train_split")
+  if cfg.shuffle_seed is not None:
+    seed = cfg.shuffle_seed
+  ds = sliced_dataset(source, seed=seed, global_batch_size=global_batch_size,
+                      process_index=process_index, process_count=process_count)
+  ds = ds.map(_example_transform(cfg))
+  # Batching before to_iter_dataset keeps whole batches as the unit that workers take turns on, so
+  # the batches are the same for any num_workers.
+  ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
+  read = grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch_batches)
+  it_ds = ds.to_iter_dataset(read)
+  if cfg.num_workers > 0:
+    _ensure_absl_flags_parsed()
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
+  return iter(it_ds)
+
+
+def _example_transform(cfg: ml_collections.ConfigDict) -> transforms.ToImageLabel:
+  return transforms.ToImageLabel(image_key=cfg.image_key, label_key=cfg.label_key,
+                                 image_size=cfg.image_size, resize_method=cfg.resize_method)
+
+
+def load_arrays(cfg: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """A whole split in memory, in stored order, for evaluation (kNN, linear probe).
+
+  Args:
+    cfg: the data config.
+    split: "train" or "test" mean cfg.train_split and cfg.eval_split; any other string is a TFDS
+      split name (slices such as "train[:10%]" work).
+
+  Returns:
+    (images uint8 [N,H,W,C], labels int32 [N]).
+  """
+  name = {"train": cfg.train_split, "test": cfg.eval_split}.get(split, split)
+  source = sources.data_source(cfg, name, field="split")
+  transform = _example_transform(cfg)
+  images, labels = [], []
+  for index in range(len(source)):
+    out = transform.map(source[index])
+    images.append(out["image"])
+    labels.append(out["label"])
+  return np.stack(images), np.asarray(labels, dtype=np.int32)

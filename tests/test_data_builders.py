@@ -1,0 +1,175 @@
+"""jaxcl.data builders and dataset resolution: digits, cifar10 from a tarball, a mocked catalog name,
+and the fast "not prepared" errors. Everything is offline and lives in tmp_path."""
+
+import io
+import os
+import pickle
+import sys
+import tarfile
+import time
+
+import numpy as np
+import pytest
+from sklearn import datasets as sk_datasets
+
+import jaxcl.data as data
+
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck"]
+
+
+@pytest.fixture(scope="module")
+def digits_cfg(tmp_path_factory):
+  cfg = data.default_config("digits")
+  cfg.data_dir = str(tmp_path_factory.mktemp("tfds"))
+  return cfg
+
+
+def _multiset(images, labels):
+  return sorted((im.tobytes(), int(lb)) for im, lb in zip(images, labels))
+
+
+def test_digits_prepared_on_first_use_with_stratified_split(digits_cfg):
+  info = data.info(digits_cfg)  # Not prepared yet: prepares itself.
+  assert info.image_shape == (32, 32, 1)
+  assert info.num_classes == 10 and info.class_names == tuple(str(d) for d in range(10))
+  assert (info.num_train, info.num_test) == (1257, 540)
+
+  train_x, train_y = data.load_arrays(digits_cfg, "train")
+  test_x, test_y = data.load_arrays(digits_cfg, "test")
+  assert train_x.shape == (1257, 32, 32, 1) and train_x.dtype == np.uint8
+  assert train_y.dtype == np.int32 and test_x.shape == (540, 32, 32, 1)
+  assert min(train_x.min(), test_x.min()) == 0 and max(train_x.max(), test_x.max()) == 255
+
+  per_class = np.bincount(sk_datasets.load_digits().target, minlength=10)
+  train_counts = np.bincount(train_y, minlength=10)
+  test_counts = np.bincount(test_y, minlength=10)
+  np.testing.assert_array_equal(train_counts + test_counts, per_class)
+  # Stratified 70/30: every class's test share is within one example of 30%.
+  assert np.all(np.abs(test_counts - 0.3 * per_class) <= 1.0), test_counts
+
+
+def test_digits_nearest_upsampling_stores_the_rescaled_pixels(tmp_path):
+  cfg = data.default_config("digits")
+  cfg.data_dir = str(tmp_path)
+  cfg.image_size = 16
+  cfg.resize_method = "nearest"
+  data.prepare(cfg, progress=False)
+  train_x, train_y = data.load_arrays(cfg, "train")
+  test_x, test_y = data.load_arrays(cfg, "test")
+  bunch = sk_datasets.load_digits()
+  # Reference: values 0..16 scaled to 0..255, each pixel repeated into a 2x2 block.
+  ref = np.kron(np.round(bunch.images * 255.0 / 16.0), np.ones((2, 2))).astype(np.uint8)[..., None]
+  got = _multiset(np.concatenate([train_x, test_x]), np.concatenate([train_y, test_y]))
+  assert got == _multiset(ref, bunch.target)
+
+
+def _write_cifar_tarball(directory, rng, per_batch=3, test_size=4):
+  """A tiny cifar-10-python.tar.gz with the real layout; returns {split: (data rows, labels)}."""
+  splits = {"train": ([], []), "test": ([], [])}
+  path = os.path.join(directory, "cifar-10-python.tar.gz")
+  with tarfile.open(path, "w:gz") as tar:
+    def add(name, obj):
+      payload = pickle.dumps(obj)
+      member = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+      member.size = len(payload)
+      tar.addfile(member, io.BytesIO(payload))
+
+    add("batches.meta", {b"label_names": [n.encode() for n in CIFAR_NAMES],
+                         b"num_cases_per_batch": per_batch})
+    files = [(f"data_batch_{i}", "train", per_batch) for i in range(1, 6)]
+    for name, split, n in files + [("test_batch", "test", test_size)]:
+      rows = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+      labels = [int(v) for v in rng.integers(0, 10, n)]
+      add(name, {b"data": rows, b"labels": labels, b"batch_label": name.encode()})
+      splits[split][0].append(rows)
+      splits[split][1].extend(labels)
+  return {k: (np.concatenate(v[0]), np.asarray(v[1])) for k, v in splits.items()}
+
+
+def _cifar_rows_to_images(rows):
+  """Independent per-pixel reading of the CIFAR row layout: channel planes of 32x32, row-major."""
+  images = np.zeros((len(rows), 32, 32, 3), np.uint8)
+  for c in range(3):
+    for y in range(32):
+      images[:, y, :, c] = rows[:, c * 1024 + y * 32: c * 1024 + y * 32 + 32]
+  return images
+
+
+def test_cifar10_builder_from_synthetic_tarball(tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  ref = _write_cifar_tarball(str(manual), np.random.default_rng(0))
+  cfg = data.default_config("cifar10")
+  cfg.data_dir = str(tmp_path / "tfds")
+  cfg.manual_dir = str(manual)
+  with pytest.raises(data.NotPreparedError, match="jaxcl prepare-data cifar10 --manual-dir"):
+    data.info(cfg)
+  data.prepare(cfg, progress=False)
+
+  info = data.info(cfg)
+  assert info.image_shape == (32, 32, 3) and info.class_names == tuple(CIFAR_NAMES)
+  assert (info.num_train, info.num_test) == (15, 4)
+  for split in ("train", "test"):
+    images, labels = data.load_arrays(cfg, split)
+    rows, ref_labels = ref[split]
+    assert _multiset(images, labels) == _multiset(_cifar_rows_to_images(rows), ref_labels)
+
+
+def test_cifar10_prepare_without_archive_names_manual_dir(tmp_path):
+  cfg = data.default_config("cifar10")
+  cfg.data_dir = str(tmp_path / "tfds")
+  cfg.manual_dir = str(tmp_path)
+  with pytest.raises(ValueError, match="manual_dir.*cifar-10-python.tar.gz"):
+    data.prepare(cfg, progress=False)
+
+
+def test_catalog_name_through_mock_data_without_tensorflow(tmp_path):
+  import tensorflow_datasets as tfds
+
+  cfg = data.default_config("mnist")
+  cfg.data_dir = str(tmp_path)
+  cfg.image_size = 32
+  # What `tfds build mnist --file_format=array_record` leaves besides the shards: the metadata that
+  # marks the dataset as prepared. mock_data then serves random examples for the shards.
+  builder = tfds.builder("mnist", data_dir=cfg.data_dir, file_format="array_record")
+  os.makedirs(builder.data_dir)
+  builder.info.write_to_directory(builder.data_dir)
+
+  with tfds.testing.mock_data(num_examples=24, policy=tfds.testing.MockPolicy.USE_CODE):
+    info = data.info(cfg)
+    assert info.image_shape == (32, 32, 1) and info.num_classes == 10
+    assert (info.num_train, info.num_test) == (24, 24)
+    batch = next(data.train_iterator(cfg, seed=0, global_batch_size=8))
+    images, labels = data.load_arrays(cfg, "test")
+  assert batch["image"].shape == (8, 32, 32, 1) and batch["image"].dtype == np.uint8
+  assert batch["label"].dtype == np.int32 and np.all((batch["label"] >= 0) & (batch["label"] < 10))
+  assert images.shape == (24, 32, 32, 1) and labels.shape == (24,)
+  # The mocked examples are random 28x28 images; the pipeline resized them to 32 on the host.
+  assert "tensorflow" not in sys.modules
+
+
+@pytest.mark.parametrize("name", ["cifar10", "imagenet2012"])
+def test_unprepared_dataset_fails_at_once_with_the_command(tmp_path, name):
+  cfg = data.default_config(name)
+  cfg.data_dir = str(tmp_path)
+  start = time.perf_counter()
+  with pytest.raises(data.NotPreparedError) as err:
+    data.train_iterator(cfg, seed=0, global_batch_size=8)
+  elapsed = time.perf_counter() - start
+  assert f"jaxcl prepare-data {name} --manual-dir DIR --data-dir {tmp_path}" in str(err.value)
+  assert elapsed < 1.0, f"took {elapsed:.2f}s: something waited on the network"
+
+
+def test_unknown_dataset_lists_what_is_available(tmp_path):
+  cfg = data.default_config("no_such_dataset")
+  cfg.data_dir = str(tmp_path)
+  with pytest.raises(ValueError, match="data.name=.no_such_dataset.. Available: cifar10, digits"):
+    data.info(cfg)
+
+
+def test_prepared_check_uses_the_builders_version():
+  from jaxcl.data import sources
+  from jaxcl.data.builders import cifar10, digits
+
+  assert str(digits.Digits.VERSION) == str(cifar10.Cifar10.VERSION) == sources.EMBEDDED_VERSION
