@@ -1,0 +1,115 @@
+"""jaxcl.data pipeline: per-process slices, epoch reshuffles, resumable state, worker processes."""
+
+import json
+
+import numpy as np
+import pytest
+
+import jaxcl.data as data
+from jaxcl.data import pipeline
+
+
+@pytest.fixture(scope="module")
+def digits_cfg(tmp_path_factory):
+  cfg = data.default_config("digits")
+  cfg.data_dir = str(tmp_path_factory.mktemp("tfds"))
+  cfg.image_size = 8  # Native size: the smallest prepared copy, and a cheap one.
+  data.prepare(cfg, progress=False)
+  return cfg
+
+
+def _take(ds, start, count):
+  return [ds[i] for i in range(start, start + count)]
+
+
+@pytest.mark.parametrize("n", [40, 43])
+def test_process_slices_are_disjoint_and_cover_each_epoch(n):
+  global_batch, steps = 8, n // 8
+  single = pipeline.sliced_dataset(list(range(n)), seed=3, global_batch_size=global_batch)
+  halves = [pipeline.sliced_dataset(list(range(n)), seed=3, global_batch_size=global_batch,
+                                    process_index=p, process_count=2) for p in range(2)]
+  epochs = []
+  for epoch in range(3):
+    ex_single = _take(single, epoch * steps * 8, steps * 8)
+    ex_halves = [_take(h, epoch * steps * 4, steps * 4) for h in halves]
+    p0, p1 = set(ex_halves[0]), set(ex_halves[1])
+    assert len(p0) == len(p1) == steps * 4 and not p0 & p1  # Disjoint, no repeats.
+    # The processes' parts of each global batch, side by side, are the single-process batch.
+    for s in range(steps):
+      joined = ex_halves[0][s * 4:(s + 1) * 4] + ex_halves[1][s * 4:(s + 1) * 4]
+      assert joined == ex_single[s * 8:(s + 1) * 8]
+    # Together they cover the split, but for the n % 8 examples dropped this epoch.
+    assert len(p0 | p1) == n - n % global_batch and (p0 | p1) <= set(range(n))
+    epochs.append(ex_single)
+  assert epochs[0] != epochs[1] != epochs[2]  # A fresh order every epoch.
+
+
+def test_process_slices_of_real_batches_join_to_the_global_batch(digits_cfg):
+  whole = data.train_iterator(digits_cfg, seed=7, global_batch_size=64)
+  parts = [data.train_iterator(digits_cfg, seed=7, global_batch_size=64, process_index=p,
+                               process_count=2) for p in range(2)]
+  for _ in range(2):
+    batch = next(whole)
+    halves = [next(it) for it in parts]
+    assert halves[0]["image"].shape == (32, 8, 8, 1) and halves[0]["label"].dtype == np.int32
+    np.testing.assert_array_equal(
+        np.concatenate([h["image"] for h in halves]), batch["image"])
+    np.testing.assert_array_equal(
+        np.concatenate([h["label"] for h in halves]), batch["label"])
+
+
+def test_restored_iterator_state_gives_the_same_next_batches(digits_cfg):
+  it = data.train_iterator(digits_cfg, seed=1, global_batch_size=100)
+  for _ in range(11):  # Past the first epoch boundary (12 full batches per epoch).
+    next(it)
+  state = json.loads(json.dumps(it.get_state()))  # Checkpointable as plain JSON.
+  expected = [next(it) for _ in range(3)]
+  restored = data.train_iterator(digits_cfg, seed=1, global_batch_size=100)
+  restored.set_state(state)
+  for want, got in zip(expected, [next(restored) for _ in range(3)]):
+    np.testing.assert_array_equal(got["image"], want["image"])
+    np.testing.assert_array_equal(got["label"], want["label"])
+
+
+def test_two_worker_processes_give_the_same_batches_as_none(digits_cfg):
+  zero = data.train_iterator(digits_cfg, seed=5, global_batch_size=128)
+  expected = [next(zero) for _ in range(12)]  # Crosses the epoch boundary (9 batches per epoch).
+  cfg = digits_cfg.copy_and_resolve_references()
+  cfg.num_workers = 2
+  two = data.train_iterator(cfg, seed=5, global_batch_size=128)
+  try:
+    got = [next(two) for _ in range(10)]
+    state = two.get_state()
+    got += [next(two) for _ in range(2)]
+  finally:
+    two.close()
+  for want, have in zip(expected, got):
+    np.testing.assert_array_equal(have["image"], want["image"])
+    np.testing.assert_array_equal(have["label"], want["label"])
+  # A worker iterator's state restores into a fresh worker iterator.
+  again = data.train_iterator(cfg, seed=5, global_batch_size=128)
+  try:
+    again.set_state(state)
+    np.testing.assert_array_equal(next(again)["label"], expected[10]["label"])
+  finally:
+    again.close()
+
+
+def test_shuffle_seed_field_overrides_the_seed_argument(digits_cfg):
+  cfg = digits_cfg.copy_and_resolve_references()
+  cfg.shuffle_seed = 9
+  a = next(data.train_iterator(cfg, seed=0, global_batch_size=16))
+  b = next(data.train_iterator(digits_cfg, seed=9, global_batch_size=16))
+  c = next(data.train_iterator(digits_cfg, seed=0, global_batch_size=16))
+  np.testing.assert_array_equal(a["label"], b["label"])
+  assert not np.array_equal(b["image"], c["image"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(global_batch_size=10, process_count=4), "multiple of the process count"),
+    (dict(global_batch_size=2000), "exceeds the 1257 examples"),
+    (dict(global_batch_size=8, process_index=2, process_count=2), "process_index=2"),
+])
+def test_bad_batch_settings_raise(digits_cfg, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    data.train_iterator(digits_cfg, seed=0, **kwargs)
