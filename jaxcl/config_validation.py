@@ -1,0 +1,121 @@
+"""Checks an experiment config before anything is built or compiled.
+
+Every error a user can cause in a config is reported here, at once, as a ``ValueError`` that names the
+field and says how to fix it, instead of surfacing minutes later as a shape error inside XLA.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from jaxcl import optim
+
+ON_NONFINITE = ("stop", "skip")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _fail(field: str, value, fix: str):
+  raise ValueError(f"config.{field}={value!r}: {fix}")
+
+
+def _get(config: ml_collections.ConfigDict, dotted: str, default=None):
+  node = config
+  for part in dotted.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_count: int = 1,
+             check_data: bool = True) -> None:
+  """Raises ValueError naming the field and the fix for the first bad setting found.
+
+  Args:
+    config: the experiment config (see ``configs/``).
+    num_devices: devices the run will use (the mesh size).
+    process_count: JAX processes taking part.
+    check_data: also ask ``jaxcl.data`` whether the dataset exists and is prepared (fast).
+  """
+  for section in ("data", "augment", "model", "method", "optim", "train", "eval"):
+    if section not in config:
+      _fail(section, None, f"the experiment config has no '{section}' section; build configs from "
+            "a file in configs/ (they all have seed, batch_size, steps, data, augment, model, method, "
+            "optim, train, eval).")
+
+  from jaxcl import methods  # pylint: disable=g-import-not-at-top
+  if config.method.name not in methods.NAMES:
+    _fail("method.name", config.method.name, f"unknown method; use one of {tuple(methods.NAMES)}.")
+
+  batch = config.batch_size
+  if not isinstance(batch, int) or batch <= 0:
+    _fail("batch_size", batch, "the global batch size must be a positive integer.")
+  if batch % num_devices:
+    _fail("batch_size", batch, f"the global batch must be divisible by the device count "
+          f"({num_devices}); use a multiple of {num_devices}, e.g. "
+          f"{max(num_devices, batch // num_devices * num_devices)}, or set train.num_devices.")
+  if batch % process_count:
+    _fail("batch_size", batch, f"the global batch must be divisible by the process count "
+          f"({process_count}) so every process loads the same number of rows.")
+  if not isinstance(config.steps, int) or config.steps <= 0:
+    _fail("steps", config.steps, "the number of training steps must be a positive integer.")
+
+  o = config.optim
+  if o.name not in optim.OPTIMIZERS:
+    _fail("optim.name", o.name, f"unknown optimizer; use one of {optim.OPTIMIZERS}.")
+  if not o.lr >= 0:
+    _fail("optim.lr", o.lr, "the learning rate must be >= 0 (it is the base rate before batch "
+          "scaling, e.g. 0.3 for LARS at batch 256).")
+  if o.lr_scaling not in optim.LR_SCALINGS:
+    _fail("optim.lr_scaling", o.lr_scaling, f"use one of {optim.LR_SCALINGS}.")
+  if o.base_batch_size <= 0:
+    _fail("optim.base_batch_size", o.base_batch_size, "must be a positive integer (usually 256).")
+  if o.weight_decay < 0:
+    _fail("optim.weight_decay", o.weight_decay, "weight decay must be >= 0.")
+  if o.warmup_steps < 0 or o.warmup_steps > config.steps:
+    _fail("optim.warmup_steps", o.warmup_steps, f"must be in [0, steps={config.steps}].")
+  if not 0 <= o.warmup_fraction < 1:
+    _fail("optim.warmup_fraction", o.warmup_fraction, "must be in [0, 1).")
+  if not 0 <= o.end_lr_factor <= 1:
+    _fail("optim.end_lr_factor", o.end_lr_factor, "must be in [0, 1].")
+  if o.grad_clip_norm < 0:
+    _fail("optim.grad_clip_norm", o.grad_clip_norm, "must be >= 0 (0 disables clipping).")
+
+  t = config.train
+  if t.on_nonfinite not in ON_NONFINITE:
+    _fail("train.on_nonfinite", t.on_nonfinite, f"use one of {ON_NONFINITE}.")
+  if t.compute_dtype not in COMPUTE_DTYPES:
+    _fail("train.compute_dtype", t.compute_dtype, f"use one of {COMPUTE_DTYPES}.")
+  for field in ("log_every", "keep_checkpoints"):
+    if t[field] <= 0:
+      _fail(f"train.{field}", t[field], "must be a positive integer.")
+  for field in ("checkpoint_every", "keep_every", "num_devices"):
+    if t[field] < 0:
+      _fail(f"train.{field}", t[field], "must be >= 0 (0 disables it / means all).")
+  chunks = t.grad_cache_chunks
+  if chunks < 0:
+    _fail("train.grad_cache_chunks", chunks, "must be >= 0 (0 or 1 disables gradient caching).")
+  if chunks > 1 and (batch // num_devices) % chunks:
+    _fail("train.grad_cache_chunks", chunks, f"must divide the per-device batch "
+          f"{batch // num_devices} (batch_size / devices).")
+
+  e = config.eval
+  if e.knn_k <= 0:
+    _fail("eval.knn_k", e.knn_k, "k must be a positive integer (200 in Wu et al. 2018).")
+  if e.knn_temperature <= 0:
+    _fail("eval.knn_temperature", e.knn_temperature, "must be > 0 (0.1 is standard).")
+  if e.knn_every < 0:
+    _fail("eval.knn_every", e.knn_every, "must be >= 0 (0: only at the end).")
+
+  crop = _get(config, "augment.size")
+  image_size = _get(config, "data.image_size")
+  if check_data:
+    from jaxcl import data  # pylint: disable=g-import-not-at-top
+    try:
+      info = data.info(config.data)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+      raise ValueError(f"config.data.name={config.data.name!r}: {err}") from err
+    image_size = image_size or min(info.image_shape[:2])
+  if crop and image_size and crop > image_size:
+    _fail("augment.size", crop, f"the crop is larger than the images (data.image_size="
+          f"{image_size}); lower augment.size to at most {image_size} or raise data.image_size.")

@@ -1,0 +1,128 @@
+"""The ``jaxcl`` command (also ``python -m jaxcl``).
+
+  jaxcl train --config configs/simclr_digits.py --workdir runs/simclr_digits [--config.steps=500]
+  jaxcl eval --workdir runs/simclr_digits [--config configs/simclr_digits.py] [--step N]
+  jaxcl prepare-data cifar10 [--manual_dir ~/Downloads] [--data_dir D]
+  jaxcl show-views --config configs/simclr_digits.py --out views.png
+
+Multi-host: add ``--coordinator_address host:port --num_processes N --process_id i`` on every process,
+or nothing where JAX detects the cluster itself (Cloud TPU pod slices, SLURM, Open MPI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+COMMANDS = ("train", "eval", "prepare-data", "show-views")
+USAGE = __doc__
+
+FLAGS = flags.FLAGS
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py[:arg]); override fields with "
+    "--config.field=value.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, pictures.")
+_STEP = flags.DEFINE_integer("step", None, "eval: checkpoint step (default: the latest).")
+_OUT = flags.DEFINE_string("out", "views.png", "show-views: output PNG.")
+_NUM_VIEWS = flags.DEFINE_integer("num_views", 6, "show-views: views per image.")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 8, "show-views: images shown.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "prepare-data: TFDS data directory.")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "prepare-data: where downloaded archives are.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "prepare-data: stored image side.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index.")
+
+
+def _usage_error(message: str) -> None:
+  print(f"jaxcl: {message}\n\n{USAGE}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _start_distributed() -> None:
+  from jaxcl import parallel  # pylint: disable=g-import-not-at-top
+  parallel.initialize_distributed(coordinator_address=_COORDINATOR.value,
+                                  num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+
+
+def _train() -> None:
+  if _CONFIG.value is None or not _WORKDIR.value:
+    _usage_error("train needs --config and --workdir.")
+  _start_distributed()
+  from jaxcl import train  # pylint: disable=g-import-not-at-top
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+def _config_from_workdir(workdir: str):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    _usage_error(f"{path} not found: pass --config (the config the run was trained with).")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _eval() -> None:
+  if not _WORKDIR.value:
+    _usage_error("eval needs --workdir.")
+  _start_distributed()
+  from jaxcl import train  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value if _CONFIG.value is not None else _config_from_workdir(_WORKDIR.value)
+  train.evaluate_checkpoint(config, _WORKDIR.value, step=_STEP.value)
+
+
+def _prepare_data(names: list[str]) -> None:
+  if not names:
+    _usage_error("prepare-data needs a dataset name, e.g. `jaxcl prepare-data cifar10`.")
+  from jaxcl import data  # pylint: disable=g-import-not-at-top
+  for name in names:
+    cfg = data.default_config(name)
+    if _DATA_DIR.value:
+      cfg.data_dir = _DATA_DIR.value
+    if _MANUAL_DIR.value:
+      cfg.manual_dir = _MANUAL_DIR.value
+    if _IMAGE_SIZE.value:
+      cfg.image_size = _IMAGE_SIZE.value
+    data.prepare(cfg, progress=True)
+    print(f"{name}: {data.info(cfg)}")
+
+
+def _show_views() -> None:
+  if _CONFIG.value is None:
+    _usage_error("show-views needs --config.")
+  from jaxcl import augment, data  # pylint: disable=g-import-not-at-top
+  from jaxcl.augment import preview  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  images, _ = data.load_arrays(config.data, config.data.eval_split)
+  path = preview.save_view_grid(augment.make_recipe(config.augment), images[:_NUM_IMAGES.value],
+                                _OUT.value, num_views=_NUM_VIEWS.value, seed=config.seed)
+  print(path)
+
+
+def run(argv: list[str] | None = None) -> None:
+  """Entry point of the ``jaxcl`` console script and of ``python -m jaxcl``."""
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+    print(USAGE)
+    return
+  command = argv[1]
+  if command not in COMMANDS:
+    _usage_error(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}.")
+  try:
+    positional = FLAGS([argv[0]] + argv[2:])[1:]
+  except flags.Error as err:
+    _usage_error(str(err))
+  if command == "prepare-data":
+    _prepare_data(positional)
+    return
+  if positional:
+    _usage_error(f"unexpected arguments {positional}.")
+  {"train": _train, "eval": _eval, "show-views": _show_views}[command]()
+
+
+if __name__ == "__main__":
+  run()

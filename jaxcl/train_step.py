@@ -1,0 +1,191 @@
+"""The one jitted training step, for any method.
+
+The train state is a dict of pytrees (the functional boundary around the NNX method):
+``step``, ``params`` (what ``method.trainable`` selects), ``sharded`` (``Queue``/``Stash``, split over
+the data axis on dim 0), ``rest`` (targets, BatchNorm statistics, ...), ``opt_state`` and ``guard``
+(non-finite step counter). One step:
+
+1. per device, inside ``jax.shard_map``: per-example keys ``fold_in(fold_in(train_key, step), i)`` for the
+   *global* example index ``i`` (views do not depend on the device count); ``method.loss(batch,
+   axis_name='data')``; gradients w.r.t. the replicated parameters (JAX's transpose of the implicit
+   broadcast sums them over devices); device-varying non-trainable leaves (BatchNorm statistics) and
+   metrics averaged over devices;
+   or, with gradient caching (Gao et al. 2021), embed in chunks without keeping activations, take the
+   loss gradient w.r.t. the embeddings, then re-run each chunk and back-propagate its slice;
+2. optax update; ``method.after_step`` on the global state (EMA targets, queue pushes);
+3. divergence guard: if the loss or a gradient is not finite the whole update is dropped (state stays
+   the last good one) and the step is recorded in ``guard`` for the host to act on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxcl.parallel import DATA_AXIS, SHARDED_VARIABLES
+
+
+def example_keys(train_key: jax.Array, step: jax.Array, local_batch: int) -> jax.Array:
+  """One key per local example: fold_in(fold_in(train_key, step), global example index).
+
+  Call inside ``shard_map`` over ``'data'``: the device's rows are the contiguous block
+  ``[axis_index * local_batch, (axis_index + 1) * local_batch)`` of the global batch.
+  """
+  step_key = jax.random.fold_in(train_key, step)
+  offset = jax.lax.axis_index(DATA_AXIS) * local_batch
+  return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(offset + jnp.arange(local_batch))
+
+
+def _varying(x: jax.Array) -> bool:
+  vma = getattr(jax.typeof(x), "vma", None)
+  return True if vma is None else DATA_AXIS in vma
+
+
+def _device_mean(tree: Any) -> Any:
+  """Averages device-varying leaves over the data axis (floats by pmean, integers by pmax)."""
+  def mean(x):
+    if not _varying(x):
+      return x
+    if jnp.issubdtype(x.dtype, jnp.floating):
+      return jax.lax.pmean(x, DATA_AXIS)
+    return jax.lax.pmax(x, DATA_AXIS)
+  return jax.tree.map(mean, tree)
+
+
+def _split(model: nnx.Module, trainable: Any):
+  return nnx.split(model, trainable, SHARDED_VARIABLES, ...)
+
+
+def make_train_step(
+    *,
+    graphdef: Any,
+    trainable: Any,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    mesh: jax.sharding.Mesh,
+    state_specs: dict[str, Any],
+    train_key: jax.Array,
+    total_steps: int,
+    grad_cache_chunks: int = 0,
+) -> Callable[[dict, dict], tuple[dict, dict]]:
+  """Builds ``step(state, batch) -> (state, metrics)`` (not yet jitted).
+
+  Args:
+    graphdef: the method's ``nnx`` graph definition.
+    trainable: the method's ``trainable`` filter.
+    tx: the optax optimizer.
+    schedule: learning-rate schedule (logged).
+    mesh: the 1-D data mesh.
+    state_specs: PartitionSpecs of ``sharded`` and ``rest`` (keys ``'sharded'``, ``'rest'``).
+    train_key: the run's training key.
+    total_steps: length of the run (for ``after_step`` schedules).
+    grad_cache_chunks: > 1 enables gradient caching with this many chunks per device batch; needs a
+      method with ``embed`` and ``loss_from_embeddings``.
+
+  Returns:
+    The step function.
+  """
+
+  def per_device(params, sharded, rest, batch, step):
+    local_b = batch["image"].shape[0]
+    batch = dict(batch, key=example_keys(train_key, step, local_b))
+
+    def loss_fn(p):
+      model = nnx.merge(graphdef, p, sharded, rest, copy=True)
+      loss, metrics = model.loss(batch, axis_name=DATA_AXIS)
+      _, _, new_sharded, new_rest = _split(model, trainable)
+      return _device_mean(loss), (metrics, new_sharded, new_rest)
+
+    if grad_cache_chunks and grad_cache_chunks > 1:
+      loss, (metrics, new_sharded, new_rest), grads = _grad_cache(
+          params, sharded, rest, batch, graphdef=graphdef, trainable=trainable,
+          chunks=grad_cache_chunks)
+    else:
+      (loss, (metrics, new_sharded, new_rest)), grads = jax.value_and_grad(
+          loss_fn, has_aux=True)(params)
+    return loss, _device_mean(metrics), grads, new_sharded, _device_mean(new_rest)
+
+  def step_fn(state, batch):
+    step = state["step"]
+    params, sharded, rest = state["params"], state["sharded"], state["rest"]
+    p_spec = jax.tree.map(lambda _: jax.P(), params)
+    loss, metrics, grads, new_sharded, new_rest = jax.shard_map(
+        per_device, mesh=mesh,
+        in_specs=(p_spec, state_specs["sharded"], state_specs["rest"], jax.P(DATA_AXIS), jax.P()),
+        out_specs=(jax.P(), jax.P(), p_spec, state_specs["sharded"], state_specs["rest"]),
+    )(params, sharded, rest, batch, step)
+
+    updates, new_opt_state = tx.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    model = nnx.merge(graphdef, new_params, new_sharded, new_rest, copy=True)
+    model.after_step(step=step, total_steps=total_steps)
+    _, new_params, new_sharded, new_rest = _split(model, trainable)
+
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = dict(params=new_params, sharded=new_sharded, rest=new_rest, opt_state=new_opt_state)
+    old = {k: state[k] for k in new}
+    # A non-finite step changes nothing but the step counter and the guard, so the state in memory
+    # (and every checkpoint written from it) stays the last good one.
+    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    guard = state["guard"]
+    first_bad = jnp.where((guard["first_nonfinite_step"] < 0) & ~finite, step,
+                          guard["first_nonfinite_step"])
+    kept["guard"] = dict(nonfinite_count=guard["nonfinite_count"] + (~finite).astype(jnp.int32),
+                         first_nonfinite_step=first_bad)
+    kept["step"] = step + 1
+    out_metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
+                       update_norm=optax.global_norm(updates), lr=schedule(step),
+                       finite=finite.astype(jnp.float32))
+    return kept, out_metrics
+
+  return step_fn
+
+
+def _grad_cache(params, sharded, rest, batch, *, graphdef, trainable, chunks):
+  """Gradient caching inside one device's shard (GradCache, Gao et al. 2021, Alg. 1).
+
+  Pass 1 embeds the local batch chunk by chunk without keeping activations; the loss and its gradient
+  w.r.t. the (all-gathered) embeddings come from ``loss_from_embeddings``; pass 2 re-runs each chunk
+  and back-propagates its slice of that gradient into the parameters. The result equals the plain
+  gradient whenever the embeddings of a chunk do not depend on the other chunks (no batch statistics:
+  BatchNorm sees chunk statistics here, as in the paper).
+  """
+  local_b = batch["image"].shape[0]
+  if local_b % chunks:
+    raise ValueError(f"train.grad_cache_chunks={chunks} must divide the per-device batch {local_b}.")
+  as_chunks = lambda t: jax.tree.map(lambda x: x.reshape(chunks, -1, *x.shape[1:]), t)  # noqa: E731
+  as_rows = lambda t: jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), t)  # noqa: E731
+
+  def embed(p, r, chunk):
+    model = nnx.merge(graphdef, p, sharded, r, copy=True)
+    emb = model.embed(chunk, axis_name=DATA_AXIS)
+    _, _, _, new_r = _split(model, trainable)
+    return emb, new_r
+
+  batch_chunks = as_chunks(batch)
+  emb = as_rows(jax.lax.map(lambda ch: embed(params, rest, ch)[0], batch_chunks))
+  emb = jax.lax.stop_gradient(emb)
+
+  def loss_of_emb(e):
+    model = nnx.merge(graphdef, params, sharded, rest, copy=True)
+    loss, metrics = model.loss_from_embeddings(e, batch, axis_name=DATA_AXIS)
+    _, _, new_sharded, _ = _split(model, trainable)
+    return _device_mean(loss), (metrics, new_sharded)
+
+  (loss, (metrics, new_sharded)), emb_grad = jax.value_and_grad(loss_of_emb, has_aux=True)(emb)
+
+  def backprop_chunk(carry, xs):
+    acc, r = carry
+    chunk, g = xs
+    _, vjp, new_r = jax.vjp(lambda p: embed(p, r, chunk), params, has_aux=True)
+    (gp,) = vjp(g)
+    return (jax.tree.map(jnp.add, acc, gp), _device_mean(new_r)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (grads, new_rest), _ = jax.lax.scan(backprop_chunk, (zeros, rest), (batch_chunks, as_chunks(emb_grad)))
+  return loss, (metrics, new_sharded, new_rest), grads
