@@ -15,8 +15,9 @@ tests check both at rtol 1e-5, on 8 devices):
   which is what the trainer does: the gradient comes out already summed over devices (invariant),
   so it must **not** be ``psum``-ed or ``pmean``-ed again.
 
-Both rely on ``shard_map``'s default ``check_vma=True``; with ``check_vma=False`` the transpose of
-``psum`` is a ``psum`` and the inside gradient comes out multiplied by the number of devices.
+Both rely on ``shard_map``'s default ``check_vma=True`` (JAX tracks which values vary over the axis
+and transposes ``psum`` / ``all_gather`` accordingly). With ``check_vma=False`` the inside gradient is
+wrong (measured: not even a multiple of the right one), so do not turn it off around these losses.
 """
 
 from __future__ import annotations

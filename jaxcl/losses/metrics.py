@@ -86,7 +86,11 @@ def rankme(z: ArrayLike, *, eps: float = 1e-7, axis_name: str | None = None) -> 
   x = _collective.gather(_checks.embeddings(z, "z", axis_name=axis_name), axis_name)
   sigma = jnp.linalg.svd(x, compute_uv=False)
   p = sigma / jnp.maximum(jnp.sum(sigma), 1e-30) + eps
-  return jnp.exp(-jnp.sum(p * jnp.log(p)))
+  value = jnp.exp(-jnp.sum(p * jnp.log(p)))
+  if axis_name is not None:
+    # Every device computed the same number; pmax marks it replicated (for out_specs=P()) exactly.
+    value = jax.lax.pmax(value, axis_name)
+  return value
 
 
 def embedding_std(z: ArrayLike, *, axis_name: str | None = None) -> jax.Array:
