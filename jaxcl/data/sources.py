@@ -187,11 +187,19 @@ def builder(cfg: ml_collections.ConfigDict):
   """The TFDS builder of a prepared dataset (digits is prepared here on first use)."""
   if cfg.name == "digits" and not _is_prepared_dir(_embedded_dir(cfg)):
     _log.info("Preparing the embedded digits dataset in %s (first use).", cfg.data_dir)
-    prepare(cfg, progress=False)
-  check_prepared(cfg)
+    try:
+      prepare(cfg, progress=False)
+    except Exception:  # pylint: disable=broad-except
+      # Another process sharing data_dir may have finished first (its rename won the race).
+      if not _is_prepared_dir(_embedded_dir(cfg)):
+        raise
+  path = check_prepared(cfg)
   if cfg.name in EMBEDDED:
     return _embedded_builder(cfg)
-  return _tfds().builder(cfg.name, data_dir=cfg.data_dir, try_gcs=False)
+  # Read exactly the config and version found on disk, not the catalog code's default version.
+  parts = os.path.relpath(path, cfg.data_dir).split(os.sep)
+  pinned = "/".join(parts[:-1]) + ":" + parts[-1]
+  return _tfds().builder(pinned, data_dir=cfg.data_dir, try_gcs=False)
 
 
 def data_source(cfg: ml_collections.ConfigDict, split: str, *, field: str = "split") -> Any:
