@@ -66,18 +66,20 @@ def test_matches_numpy_reference(name, fn, reference, args, kwargs):
 
 def test_hcl_reduces_to_nt_xent_without_reweighting_or_debiasing():
   # beta = tau_plus = 0 is NT-Xent whenever the clamp is inactive.
-  got = L.hard_negative_nt_xent(Z1, Z2, temperature=0.5, beta=0.0, tau_plus=0.0)
-  np.testing.assert_allclose(got, L.nt_xent(Z1, Z2, temperature=0.5), rtol=1e-5)
+  got = jax.jit(functools.partial(L.hard_negative_nt_xent, temperature=0.5, beta=0.0, tau_plus=0.0))
+  want = jax.jit(functools.partial(L.nt_xent, temperature=0.5))
+  np.testing.assert_allclose(got(Z1, Z2), want(Z1, Z2), rtol=1e-5)
 
 
 def test_references_disagree_with_a_wrong_loss():
   # Guards the reference tests themselves: a different loss gives a different number.
   assert abs(ref.nt_xent(Z1, Z2, 0.5) - ref.info_nce(Z1, Z2, 0.5)) > 1e-3
-  assert abs(float(L.supcon(Z1, LABELS)) - float(L.supcon(Z1, LABELS[::-1].copy()))) > 1e-3
+  supcon = jax.jit(L.supcon)
+  assert abs(float(supcon(Z1, LABELS)) - float(supcon(Z1, LABELS[::-1].copy()))) > 1e-3
 
 
 def test_supcon_without_any_positive_is_zero():
-  assert float(L.supcon(Z1, np.arange(N, dtype=np.int32))) == 0.0
+  assert float(jax.jit(L.supcon)(Z1, np.arange(N, dtype=np.int32))) == 0.0
 
 
 # --- numerics -------------------------------------------------------------------------------------
@@ -112,13 +114,13 @@ def test_temperature_001_with_norm_1e3_inputs_is_finite_and_exact(name, fn, refe
 def test_bfloat16_inputs_compute_in_float32(name, fn, reference, nargs, kwargs):
   del reference
   args = [jnp.asarray(a, jnp.bfloat16) for a in [Z1, Z2, QUEUE][:nargs]]
-  value, grads = jax.value_and_grad(functools.partial(fn, **kwargs), argnums=(0, 1))(*args)
+  value, grads = jax.jit(jax.value_and_grad(functools.partial(fn, **kwargs), argnums=(0, 1)))(*args)
   assert value.dtype == jnp.float32
   assert np.isfinite(value)
   for g in grads:
     assert g.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(g, np.float32)))
   # Same number as float32 math on the bf16-rounded values: the upcast happens before any arithmetic.
-  exact = fn(*[a.astype(jnp.float32) for a in args], **kwargs)
+  exact = jax.jit(functools.partial(fn, **kwargs))(*[a.astype(jnp.float32) for a in args])
   np.testing.assert_allclose(value, exact, rtol=1e-6)
 
 
@@ -126,14 +128,14 @@ def test_zero_embedding_gives_finite_gradients():
   z = Z1.copy()
   z[3] = 0.0
   for fn in (L.nt_xent, L.info_nce, L.byol_loss):
-    grads = jax.grad(fn, argnums=(0, 1))(z, Z2)
+    grads = jax.jit(jax.grad(fn, argnums=(0, 1)))(z, Z2)
     assert all(np.all(np.isfinite(g)) for g in grads), fn.__name__
-  assert np.all(np.isfinite(jax.grad(L.batch_hard_triplet)(np.concatenate([Z1, Z1[:2]]),
+  assert np.all(np.isfinite(jax.jit(jax.grad(L.batch_hard_triplet))(np.concatenate([Z1, Z1[:2]]),
                                                            np.concatenate([LABELS, LABELS[:2]]))))
 
 
 def test_learned_scale_and_temperature_may_be_traced():
-  grad = jax.grad(lambda s: L.clip_loss(Z1, Z2, logit_scale=jnp.exp(s)))(jnp.log(10.0))
+  grad = jax.jit(jax.grad(lambda s: L.clip_loss(Z1, Z2, logit_scale=jnp.exp(s))))(jnp.log(10.0))
   assert np.isfinite(grad) and grad != 0
   value = jax.jit(lambda t: L.nt_xent(Z1, Z2, temperature=t))(0.5)
   np.testing.assert_allclose(value, ref.nt_xent(Z1, Z2, 0.5), rtol=2e-5)
@@ -202,3 +204,21 @@ def test_block_size_dispatches_to_blockwise_after_validation(monkeypatch):
   with pytest.raises(ValueError, match="temperature"):
     L.nt_xent(Z1, Z2, temperature=0.0, block_size=4)
   assert len(calls) == 4
+
+
+BLOCK_CASES = [
+    ("nt_xent", L.nt_xent, dict(temperature=0.2)),
+    ("info_nce", L.info_nce, dict(temperature=0.1)),
+    ("clip_loss", L.clip_loss, dict(logit_scale=14.0)),
+    ("sigmoid_loss", L.sigmoid_loss, dict(logit_scale=10.0, logit_bias=-5.0)),
+]
+
+
+@pytest.mark.parametrize("name,fn,kwargs", BLOCK_CASES, ids=[c[0] for c in BLOCK_CASES])
+def test_block_size_gives_the_plain_value_and_gradient(name, fn, kwargs):
+  plain = jax.jit(jax.value_and_grad(functools.partial(fn, **kwargs), argnums=(0, 1)))(Z1, Z2)
+  tiled = jax.jit(jax.value_and_grad(functools.partial(fn, block_size=4, **kwargs),
+                                     argnums=(0, 1)))(Z1, Z2)
+  np.testing.assert_allclose(tiled[0], plain[0], rtol=1e-5, err_msg=name)
+  for g, w in zip(tiled[1], plain[1]):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7, err_msg=name)
