@@ -1,0 +1,205 @@
+"""CLIP (Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision")
+and SigLIP (Zhai et al. 2023, "Sigmoid Loss for Language Image Pre-Training").
+
+Two towers: the image encoder with a linear projection, and a small ``TextTransformer`` with a linear
+projection, trained on (image, caption) pairs. Without a captioned dataset the captions are templated
+from the class names ("a photo of the digit three"), tokenised by a word-level vocabulary built from those
+templates; this also gives zero-shot classification by text prompt (``zero_shot_logits``). CLIP learns
+``log`` of its logit scale (init ``log(1/0.07)``, scale clipped at 100) with the symmetric cross-entropy;
+SigLIP learns ``log`` scale (init ``log 10``) and a bias (init -10) with the pairwise sigmoid loss.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from jaxcl import losses, models
+from jaxcl.methods import common
+
+PAD, EOS, UNK = 0, 1, 2
+
+
+def _base_config(name: str) -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict()
+  cfg.name = name
+  cfg.embed_dim = 256
+  cfg.text_width = 128
+  cfg.text_depth = 2
+  cfg.text_heads = 4
+  cfg.text_causal = True
+  cfg.text_pool = "eos"
+  cfg.caption_templates = ("a photo of the {}",)
+  cfg.sync_bn = True
+  cfg.loss_block_size = 0  # > 0: memory-linear tiled loss with this block size
+  return cfg
+
+
+def clip_default_config() -> ml_collections.ConfigDict:
+  """CLIP's hyperparameters: logit scale init 1/0.07, clipped at 100; a tiny causal text tower."""
+  cfg = _base_config("clip")
+  cfg.init_logit_scale = 1 / 0.07
+  cfg.max_logit_scale = 100.0
+  return cfg
+
+
+def siglip_default_config() -> ml_collections.ConfigDict:
+  """SigLIP's hyperparameters: logit scale init 10, bias init -10."""
+  cfg = _base_config("siglip")
+  cfg.init_logit_scale = 10.0
+  cfg.init_logit_bias = -10.0
+  cfg.max_logit_scale = 100.0
+  return cfg
+
+
+def words(text: str) -> list[str]:
+  """Lower-cased alphanumeric words of ``text``."""
+  return re.findall(r"[a-z0-9]+", text.lower())
+
+
+class WordTokenizer:
+  """A word-level tokenizer whose vocabulary is the words of the given texts.
+
+  Ids: 0 padding, 1 end-of-sequence, 2 unknown word, then the vocabulary in sorted order. Every
+  sequence is the word ids, then EOS, then padding to ``max_len``.
+  """
+
+  def __init__(self, texts: Sequence[str]):
+    vocab = sorted({w for t in texts for w in words(t)})
+    self.vocab = ("<pad>", "<eos>", "<unk>", *vocab)
+    self.ids = {w: i for i, w in enumerate(self.vocab)}
+    self.max_len = max(len(words(t)) for t in texts) + 1
+
+  def __call__(self, texts: Sequence[str]) -> np.ndarray:
+    """Token ids [len(texts), max_len] (int32); longer texts are cut to fit their EOS."""
+    out = np.full((len(texts), self.max_len), PAD, np.int32)
+    for i, t in enumerate(texts):
+      ids = [self.ids.get(w, UNK) for w in words(t)][: self.max_len - 1] + [EOS]
+      out[i, : len(ids)] = ids
+    return out
+
+
+def captions(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
+  """Captions for every (class, template) pair, class-major: ``[c * len(templates) + t]``."""
+  return [t.format(name) for name in class_names for t in templates]
+
+
+class CLIP(common.ImageMethod):
+  """Image and text towers trained with CLIP's contrastive loss on class-name captions."""
+
+  uses_labels = True
+  sigmoid = False
+
+  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
+               num_classes: int, class_names: Sequence[str], rngs: nnx.Rngs):
+    super().__init__(config, image_shape=image_shape, rngs=rngs)
+    mcfg = config.method
+    class_names = tuple(str(c) for c in class_names)
+    if len(class_names) != num_classes:
+      raise ValueError(f"{mcfg.name} needs one class name per class: got {len(class_names)} names for"
+                       f" {num_classes} classes")
+    templates = tuple(mcfg.caption_templates)
+    if not templates or any("{}" not in t for t in templates):
+      raise ValueError(f"method.caption_templates must be non-empty, each with a '{{}}' for the class "
+                       f"name, got {templates}")
+    self.num_classes = num_classes
+    self.num_templates = len(templates)
+    self.captions = tuple(captions(class_names, templates))
+    self.tokenizer_vocab = WordTokenizer(self.captions).vocab
+    # A tuple keeps the token table static (hashable) in the graph definition.
+    self.caption_tokens = tuple(map(tuple, WordTokenizer(self.captions)(self.captions).tolist()))
+    dt = common.model_dtypes(config)
+    self.text = models.TextTransformer(
+        vocab_size=len(self.tokenizer_vocab), max_len=len(self.caption_tokens[0]),
+        width=mcfg.text_width, depth=mcfg.text_depth, heads=mcfg.text_heads, causal=mcfg.text_causal,
+        pool=mcfg.text_pool, rngs=rngs, **dt)
+    self.image_proj = nnx.Linear(self.encoder.out_dim, mcfg.embed_dim, use_bias=False, rngs=rngs, **dt)
+    self.text_proj = nnx.Linear(self.text.out_dim, mcfg.embed_dim, use_bias=False, rngs=rngs, **dt)
+    if mcfg.init_logit_scale <= 0:
+      raise ValueError(f"method.init_logit_scale must be positive, got {mcfg.init_logit_scale}")
+    self.log_scale = nnx.Param(jnp.asarray(math.log(mcfg.init_logit_scale), jnp.float32))
+    self.max_log_scale = math.log(mcfg.max_logit_scale)
+    self.block_size = int(mcfg.loss_block_size) or None
+
+  def logit_scale(self) -> jax.Array:
+    """The exponentiated, clipped logit scale."""
+    return jnp.exp(jnp.minimum(self.log_scale.value, self.max_log_scale))
+
+  def encode_text(self, tokens: jax.Array) -> jax.Array:
+    """Text embeddings [N, embed_dim] (not normalised) of token ids [N, L]."""
+    return self.text_proj(self.text(tokens)).astype(jnp.float32)
+
+  def caption_embeddings(self) -> jax.Array:
+    """Embeddings of every caption, [num_classes * num_templates, embed_dim], class-major."""
+    return self.encode_text(jnp.asarray(self.caption_tokens, jnp.int32))
+
+  def class_embeddings(self) -> jax.Array:
+    """One unit vector per class: the mean of its normalised caption embeddings (CLIP's ensembling)."""
+    e = common.l2_normalize(self.caption_embeddings())
+    e = e.reshape(self.num_classes, self.num_templates, -1).mean(axis=1)
+    return common.l2_normalize(e)
+
+  def _pair_loss(self, img, txt, axis_name):
+    return losses.clip_loss(img, txt, logit_scale=self.logit_scale(), axis_name=axis_name,
+                            block_size=self.block_size)
+
+  def loss(self, batch, *, axis_name=None):
+    # One augmented view per image (CLIP trains on light crops; the recipe decides how light).
+    image = self.recipe(batch["key"], batch["image"])[0]
+    labels = batch["label"]
+    bn = self.bn_axis(axis_name)
+    img = self.image_proj(self.encoder(image, train=True, axis_name=bn)).astype(jnp.float32)
+    # Embed each distinct caption once, then look rows up: far cheaper than a text pass per example.
+    table = self.caption_embeddings()
+    if self.num_templates > 1:
+      pick = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, 0x7E47), (), 0,
+                                                   self.num_templates))(batch["key"])
+    else:
+      pick = jnp.zeros_like(labels)
+    txt = table[labels * self.num_templates + pick]
+    loss = self._pair_loss(img, txt, axis_name)
+    classes = jax.lax.stop_gradient(
+        common.l2_normalize(table).reshape(self.num_classes, self.num_templates, -1).mean(1))
+    hits = jnp.argmax(jax.lax.stop_gradient(img) @ classes.T, axis=-1) == labels
+    metrics = dict(
+        zero_shot_top1=common.global_mean(jnp.mean(hits.astype(jnp.float32)), axis_name),
+        logit_scale=self.logit_scale(),
+        embedding_std=losses.embedding_std(jax.lax.stop_gradient(img), axis_name=axis_name),
+    )
+    return loss, metrics
+
+  def zero_shot_logits(self, images: jax.Array) -> jax.Array:
+    """Zero-shot class logits [B, num_classes] of float images [B, H, W, C] in [0, 1] (eval mode).
+
+    ``logit_scale * cos(image, class prompt)`` (plus the bias for SigLIP); the argmax is the predicted
+    class.
+    """
+    img = common.l2_normalize(self.image_proj(self.features(images)).astype(jnp.float32))
+    logits = self.logit_scale() * img @ self.class_embeddings().T
+    if self.sigmoid:
+      logits = logits + self.logit_bias.value
+    return logits
+
+
+class SigLIP(CLIP):
+  """CLIP's towers trained with SigLIP's pairwise sigmoid loss and a learnable bias."""
+
+  sigmoid = True
+
+  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
+               num_classes: int, class_names: Sequence[str], rngs: nnx.Rngs):
+    super().__init__(config, image_shape=image_shape, num_classes=num_classes,
+                     class_names=class_names, rngs=rngs)
+    self.logit_bias = nnx.Param(jnp.asarray(config.method.init_logit_bias, jnp.float32))
+
+  def _pair_loss(self, img, txt, axis_name):
+    return losses.sigmoid_loss(img, txt, logit_scale=self.logit_scale(),
+                               logit_bias=self.logit_bias.value, axis_name=axis_name,
+                               block_size=self.block_size)

@@ -1,0 +1,225 @@
+"""Wiring shared by the methods: encoder/head construction, views, EMA targets, the MoCo queue, metrics.
+
+Every image method is "augment -> encoder -> projector (-> predictor)"; the pieces that differ between
+methods (which networks, which loss, what happens after a step) live in their own modules.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jaxcl import augment, losses, models
+from jaxcl.methods.base import Method, Target
+
+
+# ---------------------------------------------------------------------------------------------------
+# Construction helpers.
+
+
+def model_dtypes(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """``dtype`` / ``param_dtype`` keyword arguments for heads, from ``config.model``."""
+  return dict(dtype=jnp.dtype(config.model.get("dtype", "float32")),
+              param_dtype=jnp.dtype(config.model.get("param_dtype", "float32")))
+
+
+def projector(in_dim: int, mcfg: ml_collections.ConfigDict, dt: dict[str, Any],
+              rngs: nnx.Rngs) -> models.ProjectionHead:
+  """The projection MLP that ``mcfg`` (the method config) describes."""
+  return models.ProjectionHead(
+      in_dim, hidden_dim=mcfg.proj_hidden_dim, out_dim=mcfg.proj_out_dim, num_layers=mcfg.proj_layers,
+      use_bn=mcfg.proj_bn, last_bn=mcfg.proj_last_bn, last_bn_affine=mcfg.proj_last_bn_affine,
+      rngs=rngs, **dt)
+
+
+def predictor(in_dim: int, mcfg: ml_collections.ConfigDict, dt: dict[str, Any],
+              rngs: nnx.Rngs) -> models.PredictionHead:
+  """The prediction MLP (BYOL / SimSiam / MoCo v3) that ``mcfg`` describes."""
+  return models.PredictionHead(in_dim, hidden_dim=mcfg.pred_hidden_dim, out_dim=mcfg.proj_out_dim,
+                               rngs=rngs, **dt)
+
+
+def global_batch_size(config: ml_collections.ConfigDict) -> int:
+  """The global batch size of the experiment (needed to size MoCo's key stash)."""
+  for path in (("batch_size",), ("train", "batch_size"), ("train", "global_batch_size")):
+    node = config
+    for name in path:
+      node = node.get(name) if hasattr(node, "get") else None
+      if node is None:
+        break
+    if isinstance(node, int):
+      return node
+  raise ValueError("moco_v2 needs the global batch size to size its key stash: set config.batch_size"
+                   " (or config.train.batch_size)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Views and images.
+
+
+def two_views(recipe, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+  """The first two (global) views of ``batch['image']`` made with the per-example ``batch['key']``."""
+  views = recipe(batch["key"], batch["image"])
+  if len(views) < 2:
+    raise ValueError(f"this method needs 2 views; augment.num_views gives {len(views)}")
+  return views[0], views[1]
+
+
+def resize_images(images: jax.Array, size: int) -> jax.Array:
+  """Float images [B, H, W, C] resized (bilinear, antialiased) to [B, size, size, C] if needed."""
+  images = jnp.asarray(images)
+  if jnp.issubdtype(images.dtype, jnp.integer):
+    images = images.astype(jnp.float32) / 255.0
+  b, h, w, c = images.shape
+  if (h, w) == (size, size):
+    return images.astype(jnp.float32)
+  return jax.image.resize(images.astype(jnp.float32), (b, size, size, c), "bilinear")
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
+
+
+def global_mean(x: jax.Array, axis_name: str | None) -> jax.Array:
+  """Mean of a per-device scalar over devices (exact global mean when every device has equal rows)."""
+  return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+
+def view_metrics(z1: jax.Array, z2: jax.Array, axis_name: str | None) -> dict[str, jax.Array]:
+  """Cheap monitors on two views' embeddings: positive_top1, embedding_std, alignment, uniformity."""
+  z1, z2 = jax.lax.stop_gradient(z1), jax.lax.stop_gradient(z2)
+  return dict(
+      positive_top1=losses.positive_top1(z1, z2, axis_name=axis_name),
+      embedding_std=losses.embedding_std(z1, axis_name=axis_name),
+      alignment=losses.alignment(z1, z2, axis_name=axis_name),
+      uniformity=losses.uniformity(z1, axis_name=axis_name),
+  )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Targets and EMA.
+
+
+def make_target(module: nnx.Module) -> nnx.Module:
+  """A deep copy of ``module`` whose ``nnx.Param`` variables are ``Target`` variables.
+
+  The copy starts equal to the online network (BYOL, MoCo). As its weights are not ``nnx.Param`` the
+  optimizer never sees them; they change only through ``ema_update``.
+  """
+  target = nnx.clone(module)
+  for _, node in list(nnx.iter_graph(target)):
+    if isinstance(node, nnx.Module):
+      for name, value in list(vars(node).items()):
+        if isinstance(value, nnx.Param):
+          setattr(node, name, Target(value.value))
+  return target
+
+
+def _variables(module: nnx.Module, kind: type) -> dict[tuple, nnx.Variable]:
+  return {path: node for path, node in nnx.iter_graph(module) if isinstance(node, kind)}
+
+
+def ema_update(target: nnx.Module, online: nnx.Module, tau: jax.Array | float) -> None:
+  """In place: ``target <- tau * target + (1 - tau) * online`` for every weight (BYOL eq. 1).
+
+  Args:
+    target: a module made by ``make_target(online)``.
+    online: the online module (same structure, ``nnx.Param`` weights).
+    tau: the target decay rate in [0, 1].
+  """
+  online_vars = _variables(online, nnx.Param)
+  target_vars = _variables(target, Target)
+  if online_vars.keys() != target_vars.keys():
+    raise ValueError("target and online networks differ in structure; build the target with make_target")
+  for path, t in target_vars.items():
+    o = online_vars[path].value
+    t.value = (tau * t.value.astype(jnp.float32)
+               + (1.0 - tau) * o.astype(jnp.float32)).astype(t.value.dtype)
+
+
+def cosine_momentum(step: jax.Array, total_steps: int, base: float) -> jax.Array:
+  """BYOL's target decay schedule: ``tau = 1 - (1 - base) (cos(pi k / K) + 1) / 2`` (Grill et al. 2020).
+
+  Args:
+    step: k, the optimizer step just taken.
+    total_steps: K, the number of training steps.
+    base: tau at k = 0 (0.996 in BYOL, 0.99 in MoCo v3); tau reaches 1 at k = K.
+
+  Returns:
+    Scalar float32 tau.
+  """
+  k = jnp.clip(jnp.asarray(step, jnp.float32), 0.0, float(max(total_steps, 1)))
+  return 1.0 - (1.0 - base) * (jnp.cos(math.pi * k / max(total_steps, 1)) + 1.0) / 2.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# The MoCo queue.
+
+
+def _dim0_shards(x: jax.Array) -> int:
+  """Number of shards of ``x`` along dim 0 under an explicit-sharding mesh (1 when not sharded)."""
+  try:
+    sharding = jax.typeof(x).sharding
+    spec = sharding.spec
+  except (AttributeError, TypeError):
+    return 1
+  if not spec or spec[0] is None:
+    return 1
+  axes = spec[0] if isinstance(spec[0], tuple) else (spec[0],)
+  return math.prod(sharding.mesh.shape[a] for a in axes)
+
+
+def queue_push(queue: jax.Array, keys: jax.Array) -> jax.Array:
+  """Pushes ``keys`` into a FIFO ``queue``: the newest first, the oldest ``len(keys)`` rows dropped.
+
+  When the queue and the keys are sharded over n devices on dim 0, each device's shard is its own FIFO
+  and takes that device's keys (no communication; the queue holds the same set of the newest rows as
+  one global FIFO would). Unsharded, it is the plain FIFO ``concat([keys, queue[:-len(keys)]])``.
+
+  Args:
+    queue: [K, D] queue (shard-major when sharded).
+    keys: [N, D] new keys, N <= K.
+
+  Returns:
+    The new [K, D] queue.
+  """
+  k, d = queue.shape
+  n = keys.shape[0]
+  shards = _dim0_shards(queue)
+  if shards > 1 and (k % shards or n % shards):
+    shards = 1
+  qs = queue.reshape(shards, k // shards, d)
+  ks = keys.astype(queue.dtype).reshape(shards, n // shards, d)
+  return jnp.concatenate([ks, qs[:, :k // shards - n // shards]], axis=1).reshape(k, d)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Base class for the image methods.
+
+
+class ImageMethod(Method):
+  """An encoder trained on two augmented views; ``features`` is the encoder output in eval mode."""
+
+  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
+               rngs: nnx.Rngs):
+    mcfg = config.method
+    if len(image_shape) != 3:
+      raise ValueError(f"image_shape must be (H, W, C), got {image_shape}")
+    self.recipe = augment.make_recipe(config.augment)
+    self.view_size = int(config.augment.size)
+    self.sync_bn = bool(mcfg.get("sync_bn", False))
+    self.encoder = models.create_encoder(config.model, in_channels=int(image_shape[2]), rngs=rngs,
+                                         image_size=self.view_size)
+
+  def bn_axis(self, axis_name: str | None) -> str | None:
+    """The axis BatchNorm synchronises over: the data axis with ``sync_bn``, else none (local BN)."""
+    return axis_name if self.sync_bn else None
+
+  def features(self, images: jax.Array) -> jax.Array:
+    """Encoder features [B, out_dim] of float images in [0, 1] (resized to the view size), eval mode."""
+    return self.encoder(resize_images(images, self.view_size), train=False)

@@ -1,0 +1,55 @@
+"""Supervised contrastive learning (Khosla et al. 2020, "Supervised Contrastive Learning").
+
+SimCLR's two-view pipeline, but every view of the same class is a positive (L_out, eq. 2): the 2N
+projections of the global batch are stacked with their labels repeated.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jaxcl import losses
+from jaxcl.methods import common
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """SupCon's hyperparameters (temperature 0.1; projector Linear-ReLU-Linear 2048-128, no BN)."""
+  cfg = ml_collections.ConfigDict()
+  cfg.name = "supcon"
+  cfg.temperature = 0.1
+  cfg.proj_hidden_dim = 2048
+  cfg.proj_out_dim = 128
+  cfg.proj_layers = 2
+  cfg.proj_bn = False
+  cfg.proj_last_bn = False
+  cfg.proj_last_bn_affine = True
+  cfg.sync_bn = True
+  return cfg
+
+
+class SupCon(common.ImageMethod):
+  """Encoder + projector trained with the supervised contrastive loss; reads ``batch['label']``."""
+
+  uses_labels = True
+
+  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
+               rngs: nnx.Rngs):
+    super().__init__(config, image_shape=image_shape, rngs=rngs)
+    mcfg = config.method
+    self.temperature = float(mcfg.temperature)
+    self.projector = common.projector(self.encoder.out_dim, mcfg, common.model_dtypes(config), rngs)
+
+  def loss(self, batch, *, axis_name=None):
+    v1, v2 = common.two_views(self.recipe, batch)
+    bn = self.bn_axis(axis_name)
+    h = self.encoder(jnp.concatenate([v1, v2]), train=True, axis_name=bn)
+    z = self.projector(h, train=True, axis_name=bn)
+    labels = batch["label"]
+    # Row order (this device's view 1 rows, then its view 2 rows) does not matter: L_out is a mean over
+    # anchors and each anchor's positives are found by label.
+    loss = losses.supcon(z, jnp.concatenate([labels, labels]), temperature=self.temperature,
+                         axis_name=axis_name)
+    z1, z2 = jnp.split(z, 2)
+    return loss, common.view_metrics(z1, z2, axis_name)

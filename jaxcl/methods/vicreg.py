@@ -1,0 +1,52 @@
+"""VICReg (Bardes, Ponce and LeCun 2022, "VICReg: Variance-Invariance-Covariance Regularization").
+
+Two views through one encoder and a 3-layer expander (8192 wide in the paper); the loss is
+``sim_weight * invariance + var_weight * variance + cov_weight * covariance`` (eq. 6; 25, 25, 1) with
+batch statistics over the global batch.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jaxcl import losses
+from jaxcl.methods import common
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """VICReg's hyperparameters (expander 8192-8192-8192; weights 25 / 25 / 1)."""
+  cfg = ml_collections.ConfigDict()
+  cfg.name = "vicreg"
+  cfg.sim_weight = 25.0
+  cfg.var_weight = 25.0
+  cfg.cov_weight = 1.0
+  cfg.proj_hidden_dim = 8192
+  cfg.proj_out_dim = 8192
+  cfg.proj_layers = 3
+  cfg.proj_bn = True
+  cfg.proj_last_bn = False
+  cfg.proj_last_bn_affine = True
+  cfg.sync_bn = True
+  return cfg
+
+
+class VICReg(common.ImageMethod):
+  """Encoder + expander trained with the VICReg loss."""
+
+  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
+               rngs: nnx.Rngs):
+    super().__init__(config, image_shape=image_shape, rngs=rngs)
+    mcfg = config.method
+    self.weights = (float(mcfg.sim_weight), float(mcfg.var_weight), float(mcfg.cov_weight))
+    self.projector = common.projector(self.encoder.out_dim, mcfg, common.model_dtypes(config), rngs)
+
+  def loss(self, batch, *, axis_name=None):
+    v1, v2 = common.two_views(self.recipe, batch)
+    bn = self.bn_axis(axis_name)
+    h = self.encoder(jnp.concatenate([v1, v2]), train=True, axis_name=bn)
+    z1, z2 = jnp.split(self.projector(h, train=True, axis_name=bn), 2)
+    sim, var, cov = self.weights
+    loss = losses.vicreg(z1, z2, sim_weight=sim, var_weight=var, cov_weight=cov, axis_name=axis_name)
+    return loss, common.view_metrics(z1, z2, axis_name)
