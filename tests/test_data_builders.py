@@ -103,7 +103,7 @@ def test_cifar10_builder_from_synthetic_tarball(tmp_path):
   cfg = data.default_config("cifar10")
   cfg.data_dir = str(tmp_path / "tfds")
   cfg.manual_dir = str(manual)
-  with pytest.raises(data.NotPreparedError, match="jaxcl prepare-data cifar10 --manual-dir"):
+  with pytest.raises(data.NotPreparedError, match="jaxcl prepare-data cifar10 --manual_dir"):
     data.info(cfg)
   data.prepare(cfg, progress=False)
 
@@ -157,7 +157,7 @@ def test_unprepared_dataset_fails_at_once_with_the_command(tmp_path, name):
   with pytest.raises(data.NotPreparedError) as err:
     data.train_iterator(cfg, seed=0, global_batch_size=8)
   elapsed = time.perf_counter() - start
-  assert f"jaxcl prepare-data {name} --manual-dir DIR --data-dir {tmp_path}" in str(err.value)
+  assert f"jaxcl prepare-data {name} --manual_dir DIR --data_dir {tmp_path}" in str(err.value)
   assert elapsed < 1.0, f"took {elapsed:.2f}s: something waited on the network"
 
 

@@ -59,8 +59,8 @@ def prepare_command(cfg: ml_collections.ConfigDict) -> str:
   """The exact shell command that prepares `cfg.name` into `cfg.data_dir`."""
   parts = ["jaxcl", "prepare-data", cfg.name]
   if cfg.name != "digits":
-    parts += ["--manual-dir", cfg.manual_dir or "DIR"]
-  parts += ["--data-dir", cfg.data_dir]
+    parts += ["--manual_dir", cfg.manual_dir or "DIR"]
+  parts += ["--data_dir", cfg.data_dir]
   return " ".join(parts)
 
 
