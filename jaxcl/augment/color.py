@@ -137,9 +137,8 @@ def color_jitter(
   if len(ops) == 1:
     return ops[0](image)
   order = jax.random.permutation(k_order, len(ops))
-  for i in range(len(ops)):
-    image = jax.lax.switch(order[i], ops, image)
-  return image
+  # A loop (not unrolled) so each op is compiled once rather than once per position.
+  return jax.lax.fori_loop(0, len(ops), lambda i, x: jax.lax.switch(order[i], ops, x), image)
 
 
 def random_grayscale(key: jax.Array, image: jax.Array, *, p: float = 0.2) -> jax.Array:
