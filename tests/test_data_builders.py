@@ -173,3 +173,58 @@ def test_prepared_check_uses_the_builders_version():
   from jaxcl.data.builders import cifar10, digits
 
   assert str(digits.Digits.VERSION) == str(cifar10.Cifar10.VERSION) == sources.EMBEDDED_VERSION
+
+
+def test_dataset_prepared_elsewhere_with_png_images_is_read_by_name(tmp_path):
+  """A TFDS dataset on disk whose builder code jaxcl does not have (as after `tfds build` of a catalog
+  dataset): PNG-encoded Image feature of varying sizes, read from its files and resized on the host."""
+  import tensorflow_datasets as tfds
+  from PIL import Image
+
+  colours = {"train": [(40 * i, 255 - 20 * i, 7) for i in range(6)], "validation": [(1, 2, 3)] * 2}
+
+  class TinyPhotos(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version("2.0.0")
+    code_path = None  # No checksums file to look up (and TFDS's lookup needs importlib_resources).
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Image(shape=(None, None, 3)),
+          "label": tfds.features.ClassLabel(names=["a", "b", "c"])}))
+
+    def _split_generators(self, dl_manager):
+      return {split: self._generate_examples(split) for split in colours}
+
+    def _generate_examples(self, split):
+      for i, colour in enumerate(colours[split]):
+        image = np.full((20 + 3 * i, 30, 3), colour, np.uint8)
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format="PNG")  # Bytes in: no TensorFlow needed.
+        yield i, {"image": png.getvalue(), "label": i % 3}
+
+  TinyPhotos(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  cfg = data.default_config("tiny_photos")
+  cfg.data_dir = str(tmp_path)
+  cfg.image_size = 16
+  cfg.eval_split = "validation"
+  info = data.info(cfg)
+  assert info.image_shape == (16, 16, 3) and info.class_names == ("a", "b", "c")
+  assert (info.num_train, info.num_test) == (6, 2)
+  images, labels = data.load_arrays(cfg, "train")
+  assert images.shape == (6, 16, 16, 3)
+  # A uniform image stays uniform under any resize: each output is exactly its example's colour.
+  for image, label in zip(images, labels):
+    matches = [np.all(image == np.asarray(c, np.uint8)) for c in colours["train"]]
+    assert sum(matches) == 1 and matches.index(True) % 3 == label
+  assert "tensorflow" not in sys.modules
+
+
+def test_resize_and_crop_takes_the_centre_square():
+  from jaxcl.data import transforms
+
+  image = np.arange(8 * 12 * 3, dtype=np.uint8).reshape(8, 12, 3)
+  out = transforms.resize_and_crop(image, 4, "nearest")
+  # Halving with nearest samples every second pixel from index 1 (pixel centres); the 4x6 result
+  # loses one column on each side to the centre crop.
+  np.testing.assert_array_equal(out, image[1::2, 1::2][:, 1:5])
+  np.testing.assert_array_equal(transforms.resize_and_crop(image[:4, :4], 4), image[:4, :4])
