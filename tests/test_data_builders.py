@@ -175,34 +175,39 @@ def test_prepared_check_uses_the_builders_version():
   assert str(digits.Digits.VERSION) == str(cifar10.Cifar10.VERSION) == sources.EMBEDDED_VERSION
 
 
-def test_dataset_prepared_elsewhere_with_png_images_is_read_by_name(tmp_path):
-  """A TFDS dataset on disk whose builder code jaxcl does not have (as after `tfds build` of a catalog
-  dataset): PNG-encoded Image feature of varying sizes, read from its files and resized on the host."""
+def _png_builder(name, version, colours, class_names, shape=(None, None, 3)):
+  """A TFDS builder jaxcl has no code for (like a catalog dataset built elsewhere) with a
+  PNG-encoded Image feature; uniform images of the given colours, sizes varying by example."""
   import tensorflow_datasets as tfds
   from PIL import Image
 
-  colours = {"train": [(40 * i, 255 - 20 * i, 7) for i in range(6)], "validation": [(1, 2, 3)] * 2}
-
-  class TinyPhotos(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    VERSION = tfds.core.Version("2.0.0")
+  class PngPhotos(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version(version)
     code_path = None  # No checksums file to look up (and TFDS's lookup needs importlib_resources).
 
     def _info(self):
       return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          "image": tfds.features.Image(shape=(None, None, 3)),
-          "label": tfds.features.ClassLabel(names=["a", "b", "c"])}))
+          "image": tfds.features.Image(shape=shape),
+          "label": tfds.features.ClassLabel(names=class_names)}))
 
     def _split_generators(self, dl_manager):
       return {split: self._generate_examples(split) for split in colours}
 
     def _generate_examples(self, split):
       for i, colour in enumerate(colours[split]):
-        image = np.full((20 + 3 * i, 30, 3), colour, np.uint8)
+        size = (shape[0] or 20 + 3 * i, shape[1] or 30)
         png = io.BytesIO()
-        Image.fromarray(image).save(png, format="PNG")  # Bytes in: no TensorFlow needed.
-        yield i, {"image": png.getvalue(), "label": i % 3}
+        Image.fromarray(np.full(size + (3,), colour, np.uint8)).save(png, format="PNG")
+        yield i, {"image": png.getvalue(), "label": i % len(class_names)}  # Bytes: no TF needed.
 
-  TinyPhotos(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  PngPhotos.name = name
+  return PngPhotos
+
+
+def test_dataset_prepared_elsewhere_with_png_images_is_read_by_name(tmp_path):
+  colours = {"train": [(40 * i, 255 - 20 * i, 7) for i in range(6)], "validation": [(1, 2, 3)] * 2}
+  builder_cls = _png_builder("tiny_photos", "2.0.0", colours, ["a", "b", "c"])
+  builder_cls(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
   cfg = data.default_config("tiny_photos")
   cfg.data_dir = str(tmp_path)
   cfg.image_size = 16
@@ -217,6 +222,18 @@ def test_dataset_prepared_elsewhere_with_png_images_is_read_by_name(tmp_path):
     matches = [np.all(image == np.asarray(c, np.uint8)) for c in colours["train"]]
     assert sum(matches) == 1 and matches.index(True) % 3 == label
   assert "tensorflow" not in sys.modules
+
+
+def test_cifar10_falls_back_to_a_tfds_prepared_catalog_copy(tmp_path):
+  colours = {"train": [(i, i, i) for i in range(4)], "test": [(9, 9, 9)] * 2}
+  builder_cls = _png_builder("cifar10", "3.0.2", colours, CIFAR_NAMES, shape=(32, 32, 3))
+  builder_cls(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+  cfg = data.default_config("cifar10")
+  cfg.data_dir = str(tmp_path)
+  info = data.info(cfg)
+  assert (info.num_train, info.num_test, info.class_names) == (4, 2, tuple(CIFAR_NAMES))
+  images, _ = data.load_arrays(cfg, "test")
+  np.testing.assert_array_equal(images, np.full((2, 32, 32, 3), 9, np.uint8))
 
 
 def test_resize_and_crop_takes_the_centre_square():

@@ -153,6 +153,11 @@ def check_prepared(cfg: ml_collections.ConfigDict) -> str:
     path = _embedded_dir(cfg)
     if _is_prepared_dir(path):
       return path
+    if cfg.name == "cifar10":  # Also accept the TFDS catalog's cifar10 (3.x) prepared elsewhere.
+      catalog = _catalog_dir(cfg)
+      if catalog is not None and os.path.basename(catalog) != EMBEDDED_VERSION:
+        _check_array_record(catalog, cfg)
+        return catalog
     raise NotPreparedError(
         f"Dataset {cfg.name!r} is not prepared in data_dir={cfg.data_dir!r} (looked for {path}). "
         f"Prepare it with:\n  {prepare_command(cfg)}\n"
@@ -194,7 +199,7 @@ def builder(cfg: ml_collections.ConfigDict):
       if not _is_prepared_dir(_embedded_dir(cfg)):
         raise
   path = check_prepared(cfg)
-  if cfg.name in EMBEDDED:
+  if cfg.name in EMBEDDED and path == _embedded_dir(cfg):
     return _embedded_builder(cfg)
   # Read exactly the config and version found on disk, not the catalog code's default version.
   parts = os.path.relpath(path, cfg.data_dir).split(os.sep)
