@@ -32,7 +32,7 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
     resize_method: "bilinear" or "nearest" (used for upsampling digits and for host-side resizing).
     num_workers: Grain worker processes (0: read in the main process with threads).
     read_threads: threads per process that read and decode batches.
-    prefetch_batches: batches read ahead per process by those threads.
+    prefetch_buffer_size: batches (not examples) read ahead per process by those threads.
     shuffle_seed: if not None, overrides the `seed` given to `train_iterator`.
     train_split / eval_split: TFDS split names used for training and evaluation.
     image_key / label_key: feature names of the image and the integer label.
@@ -52,7 +52,7 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
   cfg.resize_method = "bilinear"
   cfg.num_workers = 0
   cfg.read_threads = 2
-  cfg.prefetch_batches = 4
+  cfg.prefetch_buffer_size = 4
   cfg.shuffle_seed = config_dict.placeholder(int)
   cfg.train_split = "train"
   cfg.eval_split = _DEFAULT_EVAL_SPLIT.get(name, "test")
