@@ -111,7 +111,8 @@ def train_iterator(cfg: ml_collections.ConfigDict, *, seed: int, global_batch_si
   # Batching before to_iter_dataset keeps whole batches as the unit that workers take turns on, so
   # the batches are the same for any num_workers.
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
-  read = grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch_buffer_size)
+  read = grain.ReadOptions(num_threads=cfg.read_threads,
+                           prefetch_buffer_size=cfg.prefetch_buffer_size)
   it_ds = ds.to_iter_dataset(read)
   if cfg.num_workers > 0:
     _ensure_absl_flags_parsed()
