@@ -130,7 +130,7 @@ class CLIP(common.ImageMethod):
 
   def logit_scale(self) -> jax.Array:
     """The exponentiated, clipped logit scale."""
-    return jnp.exp(jnp.minimum(self.log_scale.value, self.max_log_scale))
+    return jnp.exp(jnp.minimum(self.log_scale[...], self.max_log_scale))
 
   def encode_text(self, tokens: jax.Array) -> jax.Array:
     """Text embeddings [N, embed_dim] (not normalised) of token ids [N, L]."""
@@ -184,7 +184,7 @@ class CLIP(common.ImageMethod):
     img = common.l2_normalize(self.image_proj(self.features(images)).astype(jnp.float32))
     logits = self.logit_scale() * img @ self.class_embeddings().T
     if self.sigmoid:
-      logits = logits + self.logit_bias.value
+      logits = logits + self.logit_bias[...]
     return logits
 
 
@@ -201,5 +201,5 @@ class SigLIP(CLIP):
 
   def _pair_loss(self, img, txt, axis_name):
     return losses.sigmoid_loss(img, txt, logit_scale=self.logit_scale(),
-                               logit_bias=self.logit_bias.value, axis_name=axis_name,
+                               logit_bias=self.logit_bias[...], axis_name=axis_name,
                                block_size=self.block_size)

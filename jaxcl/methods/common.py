@@ -116,7 +116,7 @@ def make_target(module: nnx.Module) -> nnx.Module:
     if isinstance(node, nnx.Module):
       for name, value in list(vars(node).items()):
         if isinstance(value, nnx.Param):
-          setattr(node, name, Target(value.value))
+          setattr(node, name, Target(value[...]))
   return target
 
 
@@ -137,9 +137,9 @@ def ema_update(target: nnx.Module, online: nnx.Module, tau: jax.Array | float) -
   if online_vars.keys() != target_vars.keys():
     raise ValueError("target and online networks differ in structure; build the target with make_target")
   for path, t in target_vars.items():
-    o = online_vars[path].value
-    t.value = (tau * t.value.astype(jnp.float32)
-               + (1.0 - tau) * o.astype(jnp.float32)).astype(t.value.dtype)
+    o = online_vars[path][...]
+    t[...] = (tau * t[...].astype(jnp.float32)
+               + (1.0 - tau) * o.astype(jnp.float32)).astype(t[...].dtype)
 
 
 def cosine_momentum(step: jax.Array, total_steps: int, base: float) -> jax.Array:

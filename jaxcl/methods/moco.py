@@ -82,14 +82,14 @@ class MoCoV2(MomentumMethod):
     v1, v2 = common.two_views(self.recipe, batch)
     q, _ = self.online(v1, axis_name=axis_name)
     k = common.l2_normalize(self.target(v2, axis_name=axis_name))
-    queue = jax.lax.stop_gradient(self.queue.value)
+    queue = jax.lax.stop_gradient(self.queue[...])
     loss = losses.moco_infonce(q, k, queue, temperature=self.temperature, axis_name=axis_name)
-    self.keys.value = k
+    self.keys[...] = k
     return loss, common.view_metrics(q, k, axis_name)
 
   def after_step(self, *, step, total_steps):
     super().after_step(step=step, total_steps=total_steps)
-    self.queue.value = common.queue_push(self.queue.value, self.keys.value)
+    self.queue[...] = common.queue_push(self.queue[...], self.keys[...])
 
 
 class MoCoV3(MomentumMethod):

@@ -79,15 +79,15 @@ class BatchNorm(nnx.Module):
         mean, mean_sq = jax.lax.pmean((mean, mean_sq), axis_name)
       var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
       m = self.momentum
-      self.mean.value = m * self.mean.value + (1 - m) * jax.lax.stop_gradient(mean)
-      self.var.value = m * self.var.value + (1 - m) * jax.lax.stop_gradient(var)
+      self.mean[...] = m * self.mean[...] + (1 - m) * jax.lax.stop_gradient(mean)
+      self.var[...] = m * self.var[...] + (1 - m) * jax.lax.stop_gradient(var)
     else:
-      mean, var = self.mean.value, self.var.value
+      mean, var = self.mean[...], self.var[...]
     mul = jax.lax.rsqrt(var + self.epsilon)
     if self.scale is not None:
-      mul = mul * self.scale.value.astype(jnp.float32)
+      mul = mul * self.scale[...].astype(jnp.float32)
     shift = -mean * mul
     if self.bias is not None:
-      shift = shift + self.bias.value.astype(jnp.float32)
+      shift = shift + self.bias[...].astype(jnp.float32)
     # Folding into one multiply-add keeps the bf16 path to a single rounding.
     return (x.astype(jnp.float32) * mul + shift).astype(out_dtype)

@@ -65,7 +65,7 @@ class TextTransformer(nnx.Module):
     """Encodes token ids [B, T] (T <= max_len, int) to float32 features [B, width]."""
     b, t = tokens.shape
     valid = tokens != self.pad_id  # [B, T]
-    x = self.embed(tokens) + self.pos_embed.value[:, :t].astype(self.embed.embedding.value.dtype)
+    x = self.embed(tokens) + self.pos_embed[...][:, :t].astype(self.embed.embedding[...].dtype)
     # Keys that are padding are never attended to; with causal attention this is implied for the
     # tokens we pool, but bidirectional attention needs it.
     mask = jnp.broadcast_to(valid[:, None, None, :], (b, 1, t, t))

@@ -97,7 +97,7 @@ class ViT(nnx.Module):
     self.out_dim = width
 
   def _pos_embed(self, gh, gw):
-    pos = self.pos_embed.value
+    pos = self.pos_embed[...]
     prefix, pos = pos[:, :self.num_prefix], pos[:, self.num_prefix:]
     if (gh, gw) != (self.grid, self.grid):
       grid = pos.reshape(1, self.grid, self.grid, -1)
@@ -115,7 +115,7 @@ class ViT(nnx.Module):
     prefix_pos, patch_pos = self._pos_embed(gh, gw)
     x = x.reshape(b, gh * gw, d) + patch_pos.astype(x.dtype)
     if self.cls is not None:
-      cls = (self.cls.value + prefix_pos).astype(x.dtype)
+      cls = (self.cls[...] + prefix_pos).astype(x.dtype)
       x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), x], axis=1)
     for blk in self.blocks:
       x = blk(x)
