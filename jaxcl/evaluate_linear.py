@@ -5,12 +5,15 @@ probe of CLIP, Radford et al. 2021, Sec. 3.2): features are standardised with th
 standard deviation, then a softmax classifier ``logits = x W + b`` is fitted by minimising the mean
 softmax cross-entropy plus ``l2 / 2 * ||W||^2`` (the bias is not penalised) with full-batch L-BFGS
 (``optax.lbfgs`` with its zoom line search). Full-batch L-BFGS has no learning rate, no batch order
-and no random initialisation (weights start at zero), so the probe is deterministic.
+and no random initialisation (weights start at zero, or at the previous grid solution), so the probe
+is deterministic.
 
-The L2 strength is chosen on a held-out split of the *train* set (20%, stratified, fixed seed) from a
-small grid, then the probe is refitted on the whole train set with that strength; the test set is
-never looked at until the final score. The held-out split is expressed as per-example weights on the
-same arrays, so every fit (grid and final) runs one compiled program.
+The L2 strength is chosen from a small grid by 5-fold stratified cross-validation on the *train* set
+(fixed seed), then the probe is refitted on the whole train set with that strength; the test set is
+never looked at until the final score. A fold is expressed as per-example weights on the same arrays,
+so every fit (grid, folds and final) runs one compiled program, and the grid is walked from strong to
+weak penalty with warm starts. A single 20% held-out split was tried first and picked noticeably worse
+strengths on 1,257 digits (its accuracy differences are a handful of examples).
 
 Public API (also re-exported by ``jaxcl.evaluate``)::
 
@@ -32,7 +35,7 @@ import optax
 
 #: L2 strengths tried when ``l2`` is None. With standardised features and a *mean* loss,
 #: sklearn's default ``C=1`` on n examples corresponds to ``l2 = 1 / n`` (about 1e-3 for 1,000 images).
-DEFAULT_L2_GRID = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
+DEFAULT_L2_GRID = (1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +48,8 @@ class LinearProbe:
     weights: [D, C] weights acting on standardised features.
     bias: [C].
     l2: the L2 strength used for the final fit.
-    heldout_accuracy: {l2: held-out accuracy} for each grid value tried (empty if ``l2`` was given).
+    cv_accuracy: {l2: cross-validated train accuracy} for each grid value tried (empty if ``l2`` was
+      given).
   """
 
   mean: np.ndarray
@@ -53,7 +57,7 @@ class LinearProbe:
   weights: np.ndarray
   bias: np.ndarray
   l2: float
-  heldout_accuracy: dict[float, float]
+  cv_accuracy: dict[float, float]
 
   def logits(self, feats: np.ndarray) -> np.ndarray:
     x = (np.asarray(feats, np.float32).reshape(len(feats), -1) - self.mean) / self.scale
@@ -81,10 +85,12 @@ def _check(feats, labels, name):
   return feats.reshape(len(feats), -1), labels.astype(np.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "max_iter"))
-def _fit_softmax_regression(x, labels, sample_weight, l2, tol, *, num_classes, max_iter):
-  """Minimises weighted mean cross-entropy + l2/2 ||W||^2 by L-BFGS until ||grad|| < tol."""
-  onehot = jax.nn.one_hot(labels, num_classes, dtype=x.dtype)
+@functools.partial(jax.jit, static_argnames=("max_iter",))
+def _fit_softmax_regression(x, onehot, sample_weight, l2, tol, init, *, max_iter):
+  """Minimises weighted mean cross-entropy + l2/2 ||W||^2 by L-BFGS from ``init`` until ||grad|| < tol.
+
+  Returns the parameters and the number of iterations taken.
+  """
   total_weight = jnp.sum(sample_weight)
 
   def objective(params):
@@ -93,10 +99,6 @@ def _fit_softmax_regression(x, labels, sample_weight, l2, tol, *, num_classes, m
     ce = optax.softmax_cross_entropy(logits, onehot)
     return jnp.sum(ce * sample_weight) / total_weight + 0.5 * l2 * jnp.sum(params["w"] ** 2)
 
-  params = {
-      "w": jnp.zeros((x.shape[1], num_classes), x.dtype),
-      "b": jnp.zeros((num_classes,), x.dtype),
-  }
   solver = optax.lbfgs()
   value_and_grad = optax.value_and_grad_from_state(objective)
 
@@ -114,18 +116,21 @@ def _fit_softmax_regression(x, labels, sample_weight, l2, tol, *, num_classes, m
     )
     return optax.apply_updates(params, updates), state
 
-  params, _ = jax.lax.while_loop(not_done, step, (params, solver.init(params)))
-  return params["w"], params["b"]
+  params, state = jax.lax.while_loop(not_done, step, (init, solver.init(init)))
+  return params, optax.tree.get(state, "count")
 
 
-def _heldout_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-  """Boolean mask of a stratified held-out subset: ``floor(fraction * n_c)`` examples of each class."""
+def _stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+  """Fold index in ``[0, folds)`` per example; each class is spread evenly over the folds."""
   rng = np.random.default_rng(seed)
-  mask = np.zeros(len(labels), bool)
+  fold = np.empty(len(labels), np.int32)
+  offset = 0
   for c in np.unique(labels):
-    idx = np.flatnonzero(labels == c)
-    mask[rng.permutation(idx)[: int(fraction * len(idx))]] = True
-  return mask
+    idx = rng.permutation(np.flatnonzero(labels == c))
+    # Continue the round-robin across classes so that small classes do not all start at fold 0.
+    fold[idx] = (offset + np.arange(len(idx))) % folds
+    offset += len(idx)
+  return fold
 
 
 def fit_linear_probe(
@@ -134,10 +139,11 @@ def fit_linear_probe(
     *,
     l2: float | None = None,
     l2_grid: Sequence[float] = DEFAULT_L2_GRID,
-    heldout_fraction: float = 0.2,
+    folds: int = 5,
+    standardize: bool = True,
     num_classes: int | None = None,
     max_iter: int = 1000,
-    tol: float = 1e-5,
+    tol: float = 1e-4,
     seed: int = 0,
 ) -> LinearProbe:
   """Fits the frozen-feature linear probe (standardise, then softmax regression + L2 by L-BFGS).
@@ -146,14 +152,16 @@ def fit_linear_probe(
     train_feats: [N, D] features (any float dtype; extra trailing dims are flattened).
     train_labels: [N] integer class labels in ``[0, num_classes)``.
     l2: L2 strength on the weights (objective: mean cross-entropy + ``l2 / 2 * ||W||^2``). None picks
-      the value of ``l2_grid`` with the best accuracy on a stratified held-out part of the train set
-      (ties go to the stronger penalty), then refits on all train examples.
+      the value of ``l2_grid`` with the best mean accuracy over ``folds``-fold stratified
+      cross-validation on the train set (ties go to the stronger penalty), then refits on all of it.
     l2_grid: strengths tried when ``l2`` is None.
-    heldout_fraction: fraction of each class held out for choosing ``l2``.
+    folds: cross-validation folds for choosing ``l2`` (>= 2).
+    standardize: standardise features with the train mean / std (the usual protocol); False fits
+      the raw features (as CLIP's sklearn probe does).
     num_classes: number of classes; default ``max(train_labels) + 1``.
     max_iter: L-BFGS iteration cap per fit.
-    tol: stop when the gradient norm falls below this.
-    seed: seed of the held-out split (the only randomness).
+    tol: stop when the gradient norm of the objective falls below this.
+    seed: seed of the fold assignment (the only randomness).
 
   Returns:
     The fitted ``LinearProbe``.
@@ -164,45 +172,50 @@ def fit_linear_probe(
     raise ValueError(f"train_labels must lie in [0, num_classes={num_classes}).")
   if l2 is not None and l2 < 0:
     raise ValueError(f"l2 must be >= 0, got {l2}.")
-  if not 0 < heldout_fraction < 1:
-    raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}.")
+  if l2 is None and (folds < 2 or folds > len(y)):
+    raise ValueError(f"folds must be in [2, {len(y)}] to choose l2, got {folds}; or pass l2=<value>.")
+  if l2 is None and not l2_grid:
+    raise ValueError("l2_grid must not be empty when l2 is None.")
 
-  mean = x.mean(axis=0)
-  scale = x.std(axis=0)
-  # Constant features (e.g. always-black border pixels) carry no information; avoid dividing by zero.
-  scale = np.where(scale > 1e-6 * max(float(scale.max()), 1e-30), scale, 1.0).astype(np.float32)
-  xs = jnp.asarray((x - mean) / scale)
-  ys = jnp.asarray(y)
+  if standardize:
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    # Constant features (always-black border pixels) carry no information; avoid dividing by zero.
+    scale = np.where(scale > 1e-6 * max(float(scale.max()), 1e-30), scale, 1.0)
+  else:
+    mean, scale = np.zeros(x.shape[1]), np.ones(x.shape[1])
+  mean, scale = mean.astype(np.float32), scale.astype(np.float32)
+  xs_np = (x - mean) / scale
+  xs = jnp.asarray(xs_np)
+  onehot = jax.nn.one_hot(jnp.asarray(y), num_classes, dtype=jnp.float32)
+  zeros = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
 
-  def fit(weight, strength):
-    w, b = _fit_softmax_regression(
-        xs, ys, jnp.asarray(weight, jnp.float32), jnp.float32(strength), jnp.float32(tol),
-        num_classes=num_classes, max_iter=max_iter,
+  def fit(weight, strength, init):
+    # One compiled program for every fit: folds differ only in sample weights, strengths are traced.
+    params, _ = _fit_softmax_regression(
+        xs, onehot, jnp.asarray(weight, jnp.float32), jnp.float32(strength), jnp.float32(tol),
+        init, max_iter=max_iter,
     )
-    return np.asarray(w), np.asarray(b)
+    return params
 
-  heldout = {}
+  cv_accuracy = {}
   if l2 is None:
-    if not l2_grid:
-      raise ValueError("l2_grid must not be empty when l2 is None.")
-    mask = _heldout_mask(y, heldout_fraction, seed)
-    if not mask.any() or mask.all():
-      raise ValueError(
-          f"Too few train examples ({len(y)}) to hold out {heldout_fraction:.0%} for choosing l2; "
-          "pass l2=<value> explicitly."
-      )
-    xs_np = np.asarray(xs)
-    best = None
-    for strength in sorted(l2_grid, reverse=True):
-      w, b = fit(~mask, strength)
-      acc = float(np.mean(np.argmax(xs_np[mask] @ w + b, -1) == y[mask]))
-      heldout[float(strength)] = acc
-      if best is None or acc > heldout[best]:
-        best = float(strength)
-    l2 = best
-  w, b = fit(np.ones(len(y), np.float32), l2)
+    grid = sorted({float(v) for v in l2_grid}, reverse=True)
+    fold = _stratified_folds(y, folds, seed)
+    correct = dict.fromkeys(grid, 0)
+    for f in range(folds):
+      held = fold == f
+      params = zeros
+      for strength in grid:  # strong to weak, each fit warm-started from the previous solution
+        params = fit(~held, strength, params)
+        pred = np.argmax(xs_np[held] @ np.asarray(params["w"]) + np.asarray(params["b"]), -1)
+        correct[strength] += int(np.sum(pred == y[held]))
+    cv_accuracy = {s: correct[s] / len(y) for s in grid}
+    l2 = max(grid, key=lambda s: (cv_accuracy[s], s))
+  params = fit(np.ones(len(y), np.float32), l2, zeros)
   return LinearProbe(
-      mean=mean, scale=scale, weights=w, bias=b, l2=float(l2), heldout_accuracy=heldout
+      mean=mean, scale=scale, weights=np.asarray(params["w"]), bias=np.asarray(params["b"]),
+      l2=float(l2), cv_accuracy=cv_accuracy,
   )
 
 
@@ -214,8 +227,11 @@ def linear_probe(
     *,
     l2: float | None = None,
     l2_grid: Sequence[float] = DEFAULT_L2_GRID,
+    folds: int = 5,
+    standardize: bool = True,
     num_classes: int | None = None,
     max_iter: int = 1000,
+    tol: float = 1e-4,
     seed: int = 0,
 ) -> float:
   """Linear-probe test accuracy of frozen features (see ``fit_linear_probe`` for the protocol).
@@ -223,7 +239,7 @@ def linear_probe(
   Args:
     train_feats, train_labels: [N, D] features and [N] labels the probe is fitted on.
     test_feats, test_labels: [M, D] features and [M] labels it is scored on.
-    l2, l2_grid, num_classes, max_iter, seed: as in ``fit_linear_probe``.
+    l2, l2_grid, folds, standardize, num_classes, max_iter, tol, seed: as in ``fit_linear_probe``.
 
   Returns:
     Top-1 accuracy on the test set, in [0, 1].
@@ -232,7 +248,7 @@ def linear_probe(
   if num_classes is None:
     num_classes = int(max(np.max(train_labels), yt.max())) + 1
   probe = fit_linear_probe(
-      train_feats, train_labels, l2=l2, l2_grid=l2_grid, num_classes=num_classes,
-      max_iter=max_iter, seed=seed,
+      train_feats, train_labels, l2=l2, l2_grid=l2_grid, folds=folds, standardize=standardize,
+      num_classes=num_classes, max_iter=max_iter, tol=tol, seed=seed,
   )
   return probe.accuracy(xt, yt)
