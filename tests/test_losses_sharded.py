@@ -105,24 +105,25 @@ def test_grad_inside_shard_map_wrt_replicated_params(mesh, name, fn, num_float, 
   _assert_close(got_grad, want_grad, f"{name} grad of replicated params")
 
 
-METRIC_CASES = [
-    ("alignment", L.alignment, 2),
-    ("uniformity", L.uniformity, 1),
-    ("rankme", L.rankme, 1),
-    ("embedding_std", L.embedding_std, 1),
-    ("positive_top1", L.positive_top1, 2),
-]
+def _metrics(a, b, axis_name=None):
+  return {
+      "alignment": L.alignment(a, b, axis_name=axis_name),
+      "uniformity": L.uniformity(a, axis_name=axis_name),
+      "rankme": L.rankme(a, axis_name=axis_name),
+      "embedding_std": L.embedding_std(a, axis_name=axis_name),
+      "positive_top1": L.positive_top1(a, b, axis_name=axis_name),
+  }
 
 
-@pytest.mark.parametrize("name,fn,num_float", METRIC_CASES, ids=[c[0] for c in METRIC_CASES])
-def test_sharded_metrics_equal_single_device(mesh, name, fn, num_float):
-  floats = tuple(X[:num_float])
-  want = jax.jit(fn)(*floats)
+def test_sharded_metrics_equal_single_device(mesh):
+  want = jax.jit(_metrics)(X[0], X[1])
   sharded = jax.shard_map(
-      functools.partial(fn, axis_name="data"), mesh=mesh, in_specs=P("data"), out_specs=P()
+      functools.partial(_metrics, axis_name="data"), mesh=mesh, in_specs=P("data"), out_specs=P()
   )
-  got = jax.jit(sharded)(*_put(mesh, floats))
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=name)
+  got = jax.jit(sharded)(*_put(mesh, (X[0], X[1])))
+  assert 0 < float(want["positive_top1"]) < 1  # some hits, some misses: the offsets matter
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
 def test_one_row_per_device_is_enough_globally(mesh):
@@ -144,3 +145,48 @@ def test_per_row_losses_average_with_pmean(mesh):
   np.testing.assert_allclose(got, want, rtol=1e-5)
   for g, w in zip(grads, want_grads):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+
+
+def _every_loss(a, b, queue, labels):
+  return {
+      "nt_xent": L.nt_xent(a, b),
+      "info_nce": L.info_nce(a, b),
+      "clip_loss": L.clip_loss(a, b, logit_scale=10.0),
+      "sigmoid_loss": L.sigmoid_loss(a, b, logit_scale=10.0, logit_bias=-5.0),
+      "dcl": L.dcl(a, b, weight_sigma=0.5),
+      "hard_negative_nt_xent": L.hard_negative_nt_xent(a, b),
+      "supcon": L.supcon(a, labels),
+      "moco_infonce": L.moco_infonce(a, b, queue),
+      "contrastive_margin": L.contrastive_margin(a, b, labels > 1),
+      "triplet_margin": L.triplet_margin(a, b, b[::-1]),
+      "batch_hard_triplet": L.batch_hard_triplet(a, labels),
+      "batch_semi_hard_triplet": L.batch_semi_hard_triplet(a, labels),
+      "byol_loss": L.byol_loss(a, b),
+      "negative_cosine": L.negative_cosine(a, b),
+      "barlow_twins": L.barlow_twins(a, b),
+      "vicreg": L.vicreg(a, b),
+      "alignment": L.alignment(a, b),
+      "uniformity": L.uniformity(a),
+      "rankme": L.rankme(a),
+      "embedding_std": L.embedding_std(a),
+      "positive_top1": L.positive_top1(a, b),
+  }
+
+
+def test_global_batch_sharded_over_explicit_mesh_without_shard_map(mesh):
+  # Plain jit over a batch sharded on an Explicit axis (no axis_name): same values and gradients.
+  def total(a, b, queue, labels):
+    losses = _every_loss(a, b, queue, labels)
+    return sum(losses.values()), losses
+
+  args = (X[0], X[1], QUEUE, LABELS)
+  fn = jax.jit(jax.value_and_grad(total, argnums=(0, 1, 2), has_aux=True))
+  (want_total, want), want_grads = fn(*args)
+  with jax.set_mesh(mesh):
+    (got_total, got), got_grads = fn(*_put(mesh, args))
+  assert set(got) == set(L.__all__)
+  for name in got:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+  np.testing.assert_allclose(got_total, want_total, rtol=1e-5)
+  for g, w in zip(got_grads, want_grads):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

@@ -3,9 +3,16 @@
 Losses take arrays and keyword-only hyperparameters and return a float32 scalar. Those whose negatives
 or batch statistics span the batch take ``axis_name``: called inside ``jax.shard_map`` over that mesh
 axis with each device's rows, they return the loss of the global batch, with the single-device value
-and gradient (see ``jaxcl.losses.contrastive`` for the two ways of differentiating that are tested).
-``nt_xent``, ``info_nce``, ``clip_loss`` and ``sigmoid_loss`` also take ``block_size`` to switch to the
-memory-linear tiled variants in ``jaxcl.losses.blockwise``.
+and gradient. Both ``jax.grad`` of the ``shard_map``-ed loss and ``jax.grad`` inside it w.r.t. replicated
+parameters are tested equal to the single-device gradient; the latter comes out already summed over
+devices, so do not ``psum`` it again (details in ``jaxcl.losses.contrastive``). Per-row losses without
+negatives (``byol_loss``, ``negative_cosine``, the margin family) return the local mean: take
+``jax.lax.pmean`` of it. ``nt_xent``, ``info_nce``, ``clip_loss`` and ``sigmoid_loss`` also take
+``block_size`` to switch to the memory-linear tiled variants in ``jaxcl.losses.blockwise``.
+
+Inputs are upcast to float32 before any arithmetic. Similarity matrices use JAX's default matmul
+precision, which on TPU (and on GPU with TF32) rounds float32 products; wrap the call in
+``jax.default_matmul_precision("highest")`` where the last digits matter.
 """
 
 from jaxcl.losses.contrastive import clip_loss, info_nce, moco_infonce, nt_xent

@@ -25,10 +25,25 @@ def axis_size(axis_name: str | None) -> int:
   return jax.lax.axis_size(axis_name)
 
 
-def gather(x: jax.Array, axis_name: str | None) -> jax.Array:
-  """Concatenates every device's rows along dim 0, in device order (identity when not sharded)."""
-  if axis_name is None:
+def replicated(x: jax.Array) -> jax.Array:
+  """``x`` with no Explicit-mode sharding in its type (a no-op for unsharded, Auto or manual arrays).
+
+  Called outside ``shard_map`` on a batch sharded over an Explicit mesh axis, a loss would otherwise
+  ask for ``rows @ rows.T`` with both sides sharded on the same axis, which explicit sharding rejects.
+  The candidate side (or, for batch statistics, the whole input) is made replicated instead; inside
+  ``shard_map`` the per-device path with ``axis_name`` is the memory-efficient one.
+  """
+  sharding = getattr(jax.typeof(x), "sharding", None)
+  spec = getattr(sharding, "spec", None)
+  if spec is None or all(s is None for s in spec):
     return x
+  return jax.sharding.reshard(x, jax.sharding.NamedSharding(sharding.mesh, jax.P()))
+
+
+def gather(x: jax.Array, axis_name: str | None) -> jax.Array:
+  """Concatenates every device's rows along dim 0, in device order (replicated when not sharded)."""
+  if axis_name is None:
+    return replicated(x)
   return jax.lax.all_gather(x, axis_name, axis=0, tiled=True)
 
 

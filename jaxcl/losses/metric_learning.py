@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcl.losses import _checks, _ops
+from jaxcl.losses import _checks, _collective, _ops
 
 
 def contrastive_margin(
@@ -76,7 +76,9 @@ def triplet_margin(
 
 
 def _label_masks(x: jax.Array, labels: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
-  y = _checks.labels(labels, x.shape[0])
+  # Pairwise masks of a batch sharded on an Explicit mesh axis need one replicated side.
+  x = _collective.replicated(x)
+  y = _collective.replicated(_checks.labels(labels, x.shape[0]))
   same = y[:, None] == y[None, :]
   not_self = ~jnp.eye(x.shape[0], dtype=bool)
   dist = _ops.safe_sqrt(_ops.pairwise_sq_distances(x, x))

@@ -83,6 +83,8 @@ def barlow_twins(
   x2 = _checks.embeddings(z2, "z2", axis_name=axis_name)
   _checks.same_shape(x1, x2, "z1", "z2")
   _checks.in_range(lambda_offdiag, "lambda_offdiag", 0.0, float("inf"))
+  if axis_name is None:
+    x1, x2 = _collective.replicated(x1), _collective.replicated(x2)
 
   def standardise(x):
     mean, rows = _global_mean_rows(x, axis_name)
@@ -130,6 +132,8 @@ def vicreg(
   _checks.same_shape(x1, x2, "z1", "z2")
   for name, w in (("sim_weight", sim_weight), ("var_weight", var_weight), ("cov_weight", cov_weight)):
     _checks.in_range(w, name, 0.0, float("inf"))
+  if axis_name is None:
+    x1, x2 = _collective.replicated(x1), _collective.replicated(x2)
   dim = x1.shape[1]
   invariance, _ = _global_mean_rows(jnp.mean((x1 - x2) ** 2, axis=1, keepdims=True), axis_name)
 
