@@ -22,14 +22,14 @@ def dcl(
     weight_sigma: float | None = None,
     axis_name: str | None = None,
 ) -> jax.Array:
-  """Decoupled contrastive loss (Yeh et al. 2022, eq. 6), or DCLW when ``weight_sigma`` is set.
+  """Decoupled contrastive loss L_DC (Yeh et al. 2022), or DCLW when ``weight_sigma`` is set.
 
   For anchor i with positive p(i) and cosine similarities ``s``:
   ``l_i = -w_i * s_{i,p(i)} / t + log sum_{k in negatives(i)} exp(s_ik / t)``: the positive is removed
-  from the denominator (the "decoupling"). DCL has ``w_i = 1``; DCLW (eq. 9) weights each positive pair
-  by ``w_i = 2 - N * softmax_j(s_{j,p(j)} / sigma)_i`` over the N pairs of the global batch (the
-  official code's von Mises-Fisher weighting; its gradient is not stopped, as there). The loss is the
-  mean over all 2N anchors, i.e. the average of the official ``DCL(z1, z2)`` and ``DCL(z2, z1)``.
+  from the denominator (the "decoupling"). DCL has ``w_i = 1``; DCLW weights each positive pair by
+  ``w_i = 2 - N * softmax_j(s_{j,p(j)} / sigma)_i`` over the N pairs of the global batch (the paper's
+  von Mises-Fisher weighting as its official code writes it; its gradient is not stopped, as there).
+  The loss is the mean over all 2N anchors, i.e. the average of the official ``DCL(z1, z2)`` and ``DCL(z2, z1)``.
 
   Args:
     z1: [N, D] first view (this device's rows under ``axis_name``).
@@ -69,7 +69,7 @@ def hard_negative_nt_xent(
     tau_plus: float = 0.1,
     axis_name: str | None = None,
 ) -> jax.Array:
-  """Hard-negative contrastive loss with debiasing (Robinson et al. 2021, eq. 4 / HCL code).
+  """Hard-negative contrastive loss with debiasing (Robinson et al. 2021, as in the official HCL code).
 
   With ``pos = exp(s_ip / t)``, ``neg_k = exp(s_ik / t)`` over the M = 2N - 2 negatives and importance
   weights ``neg_k ** beta``:

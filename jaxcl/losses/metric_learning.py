@@ -51,7 +51,7 @@ def contrastive_margin(
 def triplet_margin(
     anchor: ArrayLike, positive: ArrayLike, negative: ArrayLike, *, margin: float = 1.0
 ) -> jax.Array:
-  """Triplet loss on given triplets (Schroff et al. 2015, eq. 1, with Euclidean distances).
+  """Triplet loss on given triplets (FaceNet, Schroff et al. 2015, with Euclidean distances).
 
   ``l_i = max(0, ||a_i - p_i|| - ||a_i - n_i|| + margin)``; mean over triplets.
 
@@ -86,7 +86,7 @@ def _label_masks(x: jax.Array, labels: ArrayLike) -> tuple[jax.Array, jax.Array,
 
 
 def batch_hard_triplet(z: ArrayLike, labels: ArrayLike, *, margin: float = 1.0) -> jax.Array:
-  """Batch-hard triplet loss (Hermans, Beyer and Leibe 2017, eq. 5).
+  """Batch-hard triplet loss ("Batch Hard" of Hermans, Beyer and Leibe 2017).
 
   For every anchor: the farthest positive and the closest negative of the batch,
   ``l_a = max(0, margin + max_p d(a, p) - min_n d(a, n))``; mean over the anchors that have at least

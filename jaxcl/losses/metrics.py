@@ -17,7 +17,7 @@ from jaxcl.losses import _checks, _collective, _ops
 def alignment(
     z1: ArrayLike, z2: ArrayLike, *, alpha: float = 2.0, axis_name: str | None = None
 ) -> jax.Array:
-  """Alignment (Wang and Isola 2020, eq. 4): ``E_i ||f(x_i) - f(y_i)||^alpha``, lower is better.
+  """Alignment (Wang and Isola 2020, L_align): ``E_i ||f(x_i) - f(y_i)||^alpha``, lower is better.
 
   Args:
     z1: [N, D] embeddings of the first views.
@@ -37,7 +37,7 @@ def alignment(
 
 
 def uniformity(z: ArrayLike, *, t: float = 2.0, axis_name: str | None = None) -> jax.Array:
-  """Uniformity (Wang and Isola 2020, eq. 5): ``log E_{i<j} exp(-t ||f(x_i) - f(x_j)||^2)``.
+  """Uniformity (Wang and Isola 2020, L_uniform): ``log E_{i<j} exp(-t ||f(x_i) - f(x_j)||^2)``.
 
   Lower (more negative) is more uniform; the minimum on the sphere is about ``-4`` for ``t = 2`` in high
   dimension. Computed with a log-sum-exp over the N(N-1)/2 pairs of the global batch.
@@ -70,7 +70,7 @@ def uniformity(z: ArrayLike, *, t: float = 2.0, axis_name: str | None = None) ->
 
 
 def rankme(z: ArrayLike, *, eps: float = 1e-7, axis_name: str | None = None) -> jax.Array:
-  """RankMe effective rank (Garrido et al. 2023, eq. 1): ``exp(entropy of normalised singular values)``.
+  """RankMe effective rank (Garrido et al. 2023): ``exp(entropy of normalised singular values)``.
 
   ``p_k = sigma_k / ||sigma||_1 + eps`` over the singular values of the [N, D] embedding matrix, and
   ``RankMe = exp(-sum_k p_k log p_k)``: between 1 (collapsed) and ``min(N, D)``.
