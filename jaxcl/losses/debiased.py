@@ -29,7 +29,8 @@ def dcl(
   from the denominator (the "decoupling"). DCL has ``w_i = 1``; DCLW weights each positive pair by
   ``w_i = 2 - N * softmax_j(s_{j,p(j)} / sigma)_i`` over the N pairs of the global batch (the paper's
   von Mises-Fisher weighting as its official code writes it; its gradient is not stopped, as there).
-  The loss is the mean over all 2N anchors, i.e. the average of the official ``DCL(z1, z2)`` and ``DCL(z2, z1)``.
+  The loss is the mean over all 2N anchors, i.e. the average of the official ``DCL(z1, z2)`` and
+  ``DCL(z2, z1)``.
 
   Args:
     z1: [N, D] first view (this device's rows under ``axis_name``).
