@@ -58,7 +58,7 @@ def sigmoid_loss(a, b, logit_scale, logit_bias):
 
 
 def dcl(z1, z2, temperature, weight_sigma=None):
-  """Official DCL code's formula, averaged over the two directions."""
+  """The reference DCL code's one-way formula, averaged over the two directions."""
   u1, u2 = _unit(z1), _unit(z2)
   n = len(u1)
   pair = np.array([u1[i] @ u2[i] for i in range(n)])

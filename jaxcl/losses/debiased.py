@@ -28,9 +28,9 @@ def dcl(
   ``l_i = -w_i * s_{i,p(i)} / t + log sum_{k in negatives(i)} exp(s_ik / t)``: the positive is removed
   from the denominator (the "decoupling"). DCL has ``w_i = 1``; DCLW weights each positive pair by
   ``w_i = 2 - N * softmax_j(s_{j,p(j)} / sigma)_i`` over the N pairs of the global batch (the paper's
-  von Mises-Fisher weighting as its official code writes it; its gradient is not stopped, as there).
-  The loss is the mean over all 2N anchors, i.e. the average of the official ``DCL(z1, z2)`` and
-  ``DCL(z2, z1)``.
+  von Mises-Fisher weighting as the widely used reference code, raminnakhli/Decoupled-Contrastive-
+  Learning, writes it; its gradient is not stopped, as there). The loss is the mean over all 2N
+  anchors, i.e. the average of that code's one-way ``DCL(z1, z2)`` and ``DCL(z2, z1)``.
 
   Args:
     z1: [N, D] first view (this device's rows under ``axis_name``).
