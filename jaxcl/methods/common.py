@@ -178,8 +178,9 @@ def queue_push(queue: jax.Array, keys: jax.Array) -> jax.Array:
   """Pushes ``keys`` into a FIFO ``queue``: the newest first, the oldest ``len(keys)`` rows dropped.
 
   When the queue and the keys are sharded over n devices on dim 0, each device's shard is its own FIFO
-  and takes that device's keys (no communication; the queue holds the same set of the newest rows as
-  one global FIFO would). Unsharded, it is the plain FIFO ``concat([keys, queue[:-len(keys)]])``.
+  and takes that device's keys, without communication. Once pushes have filled the queue (after
+  ``K / N`` steps) it holds the same rows as one global FIFO: the keys of the last ``K / N`` steps.
+  Unsharded, it is the plain FIFO ``concat([keys, queue[:-len(keys)]])``.
 
   Args:
     queue: [K, D] queue (shard-major when sharded).
