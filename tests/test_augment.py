@@ -2,6 +2,7 @@
 
 import colorsys
 import functools
+import itertools
 import math
 import os
 
@@ -177,25 +178,48 @@ def test_jitter_on_one_channel_applies_brightness_and_skips_colour():
   assert factors.max() - factors.min() > 0.5  # the factor does vary with the key
 
 
-def test_jitter_order_varies_between_keys():
-  # Without clipping brightness and contrast commute; a strong brightness makes clipping matter, so
-  # each key's output must equal exactly one of the two orders, and both orders must occur.
-  img = _image(9, (8, 8, 3))
-  keys = jax.random.split(jax.random.key(3), 16)
-  outs = np.asarray(jax.vmap(lambda k: augment.color_jitter(k, img, brightness=0.9, contrast=0.9))(keys))
-  orders = []
+def _np_jitter_ops(img, f_b, f_c, f_s, shift):
+  """Independent NumPy/colorsys versions of the four torchvision ColorJitter ops."""
+  luma = lambda x: x @ np.array([0.299, 0.587, 0.114])
+
+  def hue(x):
+    flat = [colorsys.hsv_to_rgb((h + shift) % 1.0, s, v)
+            for h, s, v in (colorsys.rgb_to_hsv(*p) for p in x.reshape(-1, 3))]
+    return np.clip(np.array(flat).reshape(x.shape), 0, 1)
+
+  return [lambda x: np.clip(f_b * x, 0, 1),
+          lambda x: np.clip(f_c * x + (1 - f_c) * luma(x).mean(), 0, 1),
+          lambda x: np.clip(f_s * x + (1 - f_s) * luma(x)[..., None], 0, 1),
+          hue]
+
+
+def test_jitter_applies_the_four_ops_in_a_random_order():
+  # Strong factors make clipping matter, so different orders give different images: each output must
+  # equal the four ops applied in some order, and no op may sit at the same place in every output.
+  img = _image(9, (4, 4, 3)).astype(np.float64)
+  keys = jax.random.split(jax.random.key(3), 12)
+  strengths = dict(brightness=0.9, contrast=0.9, saturation=0.9, hue=0.4)
+  outs = np.asarray(jax.vmap(lambda k: augment.color_jitter(k, img.astype(np.float32), **strengths))(keys))
+  perms = list(itertools.permutations(range(4)))
+  common_places = [set(range(4)) for _ in range(4)]  # op -> places consistent with every output
   for key, out in zip(keys, outs):
-    # The factors as color_jitter draws them (its key split: order, brightness, contrast, ...).
-    k = jax.random.split(key, 5)
-    f_b = jax.random.uniform(k[1], minval=0.1, maxval=1.9)
-    f_c = jax.random.uniform(k[2], minval=0.1, maxval=1.9)
-    bc = np.asarray(color.adjust_contrast(color.adjust_brightness(img, f_b), f_c))
-    cb = np.asarray(color.adjust_brightness(color.adjust_contrast(img, f_c), f_b))
-    matches = [np.allclose(out, ref, atol=1e-6) for ref in (bc, cb)]
-    if np.abs(bc - cb).max() > 1e-3:
-      assert sum(matches) == 1
-      orders.append(matches.index(True))
-  assert set(orders) == {0, 1}
+    # The factors as color_jitter draws them (its key split: order, brightness, contrast, saturation,
+    # hue, slot of the hue shift).
+    k = jax.random.split(key, 6)
+    f_b, f_c, f_s = (float(jax.random.uniform(k[i], minval=0.1, maxval=1.9)) for i in (1, 2, 3))
+    shift = float(jax.random.uniform(k[4], minval=-0.4, maxval=0.4))
+    ops_ = _np_jitter_ops(img, f_b, f_c, f_s, shift)
+    matches = set()
+    for perm in perms:
+      ref = img
+      for i in perm:
+        ref = ops_[i](ref)
+      if np.allclose(out, ref, atol=2e-5):
+        matches.add(perm)
+    assert matches, "output is no ordering of brightness, contrast, saturation, hue"
+    for op in range(4):
+      common_places[op] &= {perm.index(op) for perm in matches}
+  assert common_places == [set()] * 4, f"some op always sits at one place: {common_places}"
 
 
 # ---------------------------------------------------------------- blur, solarize, flip, random_apply

@@ -114,31 +114,48 @@ def color_jitter(
     raise ValueError(f"color_jitter hue must be in [0, 0.5], got {hue}")
   gray = _channels(image) == 1
   image = image.astype(jnp.float32)
-  k_order, k_b, k_c, k_s, k_h = jax.random.split(key, 5)
+  k_order, k_b, k_c, k_s, k_h, k_slot = jax.random.split(key, 6)
 
   def factor(k, strength):
     return jax.random.uniform(k, minval=max(0.0, 1.0 - strength), maxval=1.0 + strength)
 
-  ops = []
-  if brightness > 0:
-    f_b = factor(k_b, brightness)
-    ops.append(lambda x: adjust_brightness(x, f_b))
-  if contrast > 0:
-    f_c = factor(k_c, contrast)
-    ops.append(lambda x: adjust_contrast(x, f_c))
-  if saturation > 0 and not gray:
-    f_s = factor(k_s, saturation)
-    ops.append(lambda x: adjust_saturation(x, f_s))
-  if hue > 0 and not gray:
-    shift = jax.random.uniform(k_h, minval=-hue, maxval=hue)
-    ops.append(lambda x: adjust_hue(x, shift))
-  if not ops:
+  # Brightness, contrast and saturation are all blends ``f * x + (1 - f) * ref`` with a different
+  # reference (black, the mean gray level, the pixel's gray level), so one blend step with a selected
+  # reference applies whichever of them the order asks for. Under vmap this costs one cheap blend per
+  # step instead of evaluating every op at every position.
+  kinds, factors = [], []
+  for kind, (k, strength) in enumerate(((k_b, brightness), (k_c, contrast), (k_s, saturation))):
+    if strength > 0 and not (gray and kind == 2):
+      kinds.append(kind)
+      factors.append(factor(k, strength))
+  use_hue = hue > 0 and not gray
+  if not kinds and not use_hue:
     return image
-  if len(ops) == 1:
-    return ops[0](image)
-  order = jax.random.permutation(k_order, len(ops))
-  # A loop (not unrolled) so each op is compiled once rather than once per position.
-  return jax.lax.fori_loop(0, len(ops), lambda i, x: jax.lax.switch(order[i], ops, x), image)
+  n = len(kinds)
+  perm = jax.random.permutation(k_order, n) if n > 1 else jnp.zeros((n,), jnp.int32)
+  kinds_in_order = jnp.asarray(kinds, jnp.int32)[perm] if n else None
+  factors_in_order = jnp.stack(factors)[perm] if n else None
+
+  def blend_step(x, j, active):
+    kind = kinds_in_order[j]
+    f = jnp.where(active, factors_in_order[j], 1.0)
+    luma = rgb_to_grayscale(x)
+    ref = jnp.where(kind == 0, 0.0, jnp.where(kind == 1, jnp.mean(luma[..., 0]), luma))
+    return jnp.clip(f * x + (1.0 - f) * ref, 0.0, 1.0)
+
+  if not use_hue:
+    for j in range(n):
+      image = blend_step(image, j, True)
+    return image
+  # A uniform order of all four ops = a uniform order of the blends and a uniform slot for the hue
+  # shift among them: blends before the slot, the (expensive, nonlinear) hue shift once, the rest after.
+  slot = jax.random.randint(k_slot, (), 0, n + 1)
+  for j in range(n):
+    image = blend_step(image, j, j < slot)
+  image = adjust_hue(image, jax.random.uniform(k_h, minval=-hue, maxval=hue))
+  for j in range(n):
+    image = blend_step(image, j, j >= slot)
+  return image
 
 
 def random_grayscale(key: jax.Array, image: jax.Array, *, p: float = 0.2) -> jax.Array:
