@@ -43,12 +43,23 @@ class SimCLR(common.ImageMethod):
     self.block_size = int(mcfg.loss_block_size) or None
     self.projector = common.projector(self.encoder.out_dim, mcfg, common.model_dtypes(config), rngs)
 
-  def loss(self, batch, *, axis_name=None):
+  def embed(self, batch, *, axis_name=None):
+    """Projections of the two views, ``{"z1": [b, D], "z2": [b, D]}`` (gradient-caching hook)."""
     v1, v2 = common.two_views(self.recipe, batch)
     bn = self.bn_axis(axis_name)
     # Both views in one pass: with global BN the statistics cover all 2N views, as in SimCLR's code.
     h = self.encoder(jnp.concatenate([v1, v2]), train=True, axis_name=bn)
     z1, z2 = jnp.split(self.projector(h, train=True, axis_name=bn), 2)
+    return {"z1": z1, "z2": z2}
+
+  def loss_from_embeddings(self, emb, batch, *, axis_name=None):
+    """NT-Xent of ``embed``'s output (gradient-caching hook); ``loss`` is the composition."""
+    del batch
+    z1, z2 = emb["z1"], emb["z2"]
     loss = losses.nt_xent(z1, z2, temperature=self.temperature, axis_name=axis_name,
                           block_size=self.block_size)
     return loss, common.view_metrics(z1, z2, axis_name)
+
+  def loss(self, batch, *, axis_name=None):
+    return self.loss_from_embeddings(self.embed(batch, axis_name=axis_name), batch,
+                                     axis_name=axis_name)

@@ -41,15 +41,24 @@ class SupCon(common.ImageMethod):
     self.temperature = float(mcfg.temperature)
     self.projector = common.projector(self.encoder.out_dim, mcfg, common.model_dtypes(config), rngs)
 
-  def loss(self, batch, *, axis_name=None):
+  def embed(self, batch, *, axis_name=None):
+    """Projections of the two views, ``{"z1": [b, D], "z2": [b, D]}`` (gradient-caching hook)."""
     v1, v2 = common.two_views(self.recipe, batch)
     bn = self.bn_axis(axis_name)
     h = self.encoder(jnp.concatenate([v1, v2]), train=True, axis_name=bn)
-    z = self.projector(h, train=True, axis_name=bn)
+    z1, z2 = jnp.split(self.projector(h, train=True, axis_name=bn), 2)
+    return {"z1": z1, "z2": z2}
+
+  def loss_from_embeddings(self, emb, batch, *, axis_name=None):
+    """SupCon of ``embed``'s output with ``batch['label']`` (gradient-caching hook)."""
+    z1, z2 = emb["z1"], emb["z2"]
     labels = batch["label"]
     # Row order (this device's view 1 rows, then its view 2 rows) does not matter: L_out is a mean over
     # anchors and each anchor's positives are found by label.
-    loss = losses.supcon(z, jnp.concatenate([labels, labels]), temperature=self.temperature,
-                         axis_name=axis_name)
-    z1, z2 = jnp.split(z, 2)
+    loss = losses.supcon(jnp.concatenate([z1, z2]), jnp.concatenate([labels, labels]),
+                         temperature=self.temperature, axis_name=axis_name)
     return loss, common.view_metrics(z1, z2, axis_name)
+
+  def loss(self, batch, *, axis_name=None):
+    return self.loss_from_embeddings(self.embed(batch, axis_name=axis_name), batch,
+                                     axis_name=axis_name)
