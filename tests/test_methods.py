@@ -237,13 +237,15 @@ def test_stop_gradient_in_symmetric_regression():
 
 
 def test_clip_captions_tokenizer_and_zero_shot():
-  caps = captions(["zero", "three"], ["a photo of the digit {}"])
+  caps = captions(["0", "3"], ["a photo of the digit {}"])
   assert caps == ["a photo of the digit zero", "a photo of the digit three"]
   tok = WordTokenizer(caps)
   ids = tok(caps)
   assert ids.shape == (2, 7)  # 6 words + EOS
   assert list(ids[:, -1]) == [1, 1] and ids[0, 0] == tok.ids["a"]
   assert tok(["a photo of a cat"])[0, 4] == 2  # unknown word
+  assert captions(["sea_lion", "12"], ["a {}.", "the {}"]) == ["a sea lion.", "the sea lion",
+                                                              "a twelve.", "the twelve"]
 
   clip = build("clip")
   assert clip.captions[0] == "a photo of the zero"

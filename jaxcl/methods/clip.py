@@ -36,6 +36,7 @@ def _base_config(name: str) -> ml_collections.ConfigDict:
   cfg.text_heads = 4
   cfg.text_causal = True
   cfg.text_pool = "eos"
+  # "{}" is the class name (numerals spelled out); digits configs use ("a photo of the digit {}",).
   cfg.caption_templates = ("a photo of the {}",)
   cfg.sync_bn = True
   cfg.loss_block_size = 0  # > 0: memory-linear tiled loss with this block size
@@ -86,9 +87,28 @@ class WordTokenizer:
     return out
 
 
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                 "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+                 "eighteen", "nineteen", "twenty")
+
+
+def class_words(name: str) -> str:
+  """A class name as words: numerals up to 20 are spelled out ("3" -> "three"), the rest unchanged.
+
+  Datasets such as digits name their classes "0".."9"; spelled out they read as captions do.
+  """
+  stripped = name.strip()
+  if stripped.isdigit() and int(stripped) < len(_NUMBER_WORDS):
+    return _NUMBER_WORDS[int(stripped)]
+  return name.replace("_", " ")
+
+
 def captions(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
-  """Captions for every (class, template) pair, class-major: ``[c * len(templates) + t]``."""
-  return [t.format(name) for name in class_names for t in templates]
+  """Captions for every (class, template) pair, class-major: ``[c * len(templates) + t]``.
+
+  ``captions(["3"], ["a photo of the digit {}"]) == ["a photo of the digit three"]``.
+  """
+  return [t.format(class_words(name)) for name in class_names for t in templates]
 
 
 class CLIP(common.ImageMethod):
