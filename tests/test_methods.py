@@ -269,6 +269,20 @@ def test_features_resize_and_eval_mode():
   np.testing.assert_allclose(method.features(images[:1]), feats[:1], rtol=1e-5, atol=1e-6)
 
 
+def test_bf16_compute_keeps_f32_params_and_finite_loss():
+  cfg = tiny_config("byol")
+  cfg.model.dtype = "bfloat16"
+  method = methods.create(cfg, image_shape=(SIZE, SIZE, 1), num_classes=3, class_names=CLASSES,
+                          rngs=nnx.Rngs(0))
+  method.recipe = light_recipe
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(method, nnx.Param))} == {jnp.dtype("float32")}
+  assert method.projector.linears[0].dtype == jnp.bfloat16
+  graphdef, state = nnx.split(method)
+  batch = dict(make_batch(2), key=example_keys(0))
+  loss = jax.jit(lambda s, b: nnx.merge(graphdef, s, copy=True).loss(b)[0])(state, batch)
+  assert loss.dtype == jnp.float32 and np.isfinite(float(loss))
+
+
 def test_configs_and_errors():
   assert methods.NAMES == ("simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins",
                            "vicreg", "supcon", "clip", "siglip")

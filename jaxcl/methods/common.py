@@ -90,15 +90,22 @@ def global_mean(x: jax.Array, axis_name: str | None) -> jax.Array:
   return x if axis_name is None else jax.lax.pmean(x, axis_name)
 
 
-def view_metrics(z1: jax.Array, z2: jax.Array, axis_name: str | None) -> dict[str, jax.Array]:
-  """Cheap monitors on two views' embeddings: positive_top1, embedding_std, alignment, uniformity."""
+def view_metrics(z1: jax.Array, z2: jax.Array, axis_name: str | None, *,
+                 pairwise: bool = True) -> dict[str, jax.Array]:
+  """Cheap monitors on two views' embeddings: embedding_std, alignment, and (``pairwise``) the
+  positive_top1 and uniformity that compare every local row with every global row.
+
+  Memory-linear (blockwise) losses pass ``pairwise=False``: those two need a [b, B] matrix.
+  """
   z1, z2 = jax.lax.stop_gradient(z1), jax.lax.stop_gradient(z2)
-  return dict(
-      positive_top1=losses.positive_top1(z1, z2, axis_name=axis_name),
+  out = dict(
       embedding_std=losses.embedding_std(z1, axis_name=axis_name),
       alignment=losses.alignment(z1, z2, axis_name=axis_name),
-      uniformity=losses.uniformity(z1, axis_name=axis_name),
   )
+  if pairwise:
+    out["positive_top1"] = losses.positive_top1(z1, z2, axis_name=axis_name)
+    out["uniformity"] = losses.uniformity(z1, axis_name=axis_name)
+  return out
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ class SimCLR(common.ImageMethod):
     z1, z2 = emb["z1"], emb["z2"]
     loss = losses.nt_xent(z1, z2, temperature=self.temperature, axis_name=axis_name,
                           block_size=self.block_size)
-    return loss, common.view_metrics(z1, z2, axis_name)
+    return loss, common.view_metrics(z1, z2, axis_name, pairwise=self.block_size is None)
 
   def loss(self, batch, *, axis_name=None):
     return self.loss_from_embeddings(self.embed(batch, axis_name=axis_name), batch,
