@@ -233,8 +233,8 @@ def plot_curves(
   Args:
     metrics_jsonl_path: written by ``MetricsWriter``.
     out_png: output path.
-    keys: metrics to draw, in order; default: every metric, ``loss`` first, at most 12. Learning-rate
-      and accuracy-like metrics are drawn as they are; ``loss`` on a linear axis.
+    keys: metrics to draw, in order; default: every metric logged at two or more steps, ``loss``
+      first, at most 12.
     title: figure title (e.g. the config name).
 
   Returns:
@@ -244,7 +244,9 @@ def plot_curves(
 
   series = read_metrics(metrics_jsonl_path)
   if keys is None:
-    keys = sorted(series, key=lambda k: (k != "loss", k))[:12]
+    # One-off values (final accuracies, train_seconds) are not curves: leave them to results.json.
+    curves = [k for k in series if len(series[k][0]) >= 2] or list(series)
+    keys = sorted(curves, key=lambda k: (k != "loss", k))[:12]
   missing = [k for k in keys if k not in series]
   if missing:
     raise ValueError(f"keys {missing} not in {metrics_jsonl_path} (it has {sorted(series)}).")

@@ -73,7 +73,12 @@ def test_plots_write_pngs(tmp_path):
       writer.write(step, {"loss": 5.0 * np.exp(-step / 60) + 1.0, "lr": min(1.0, step / 50)})
       if step % 50 == 0:
         writer.write(step, {"knn": 0.5 + step / 500})
+    writer.write(200, {"linear": 0.9})  # a one-off value: not drawn by default
   curves = report.plot_curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png", title="demo")
+  from matplotlib.image import imread
+
+  height, width = imread(curves).shape[:2]
+  assert width > 3 * height  # loss, knn, lr in one row; "linear" (one point) left out
   with pytest.raises(ValueError, match="not in"):
     report.plot_curves(tmp_path / "metrics.jsonl", tmp_path / "x.png", keys=["nope"])
 
