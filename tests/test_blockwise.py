@@ -217,8 +217,11 @@ def test_plain_losses_dispatch_to_blockwise_with_equal_results():
   }
   for name, kwargs in calls.items():
     fn = getattr(losses, name)
-    plain = jax.value_and_grad(lambda a, b: fn(a, b, **kwargs), argnums=(0, 1))(x, y)
-    tiled = jax.value_and_grad(lambda a, b: fn(a, b, block_size=6, **kwargs), argnums=(0, 1))(x, y)
+    both = jax.jit(lambda a, b: (
+        jax.value_and_grad(lambda a, b: fn(a, b, **kwargs), argnums=(0, 1))(a, b),
+        jax.value_and_grad(lambda a, b: fn(a, b, block_size=6, **kwargs), argnums=(0, 1))(a, b),
+    ))
+    plain, tiled = both(x, y)
     np.testing.assert_allclose(tiled[0], plain[0], rtol=RTOL, err_msg=name)
     for got, want in zip(tiled[1], plain[1]):
       _assert_grads(got, want, name)
@@ -230,8 +233,8 @@ def test_bfloat16_inputs_keep_float32_statistics():
   x, y = _data(32, 16, seed=5)
   x, y = 1e3 * x, 1e3 * y
   fn = lambda a, b: blockwise.nt_xent(a, b, temperature=0.01, block_size=8)
-  v32 = fn(x, y)
-  v16, (g1, g2) = jax.value_and_grad(fn, argnums=(0, 1))(
+  v32 = jax.jit(fn)(x, y)
+  v16, (g1, g2) = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(
       jnp.asarray(x, jnp.bfloat16), jnp.asarray(y, jnp.bfloat16)
   )
   assert v16.dtype == jnp.float32
