@@ -106,6 +106,28 @@ def smoke(c: ml_collections.ConfigDict, *, batch_size: int = 16, steps: int = 3)
   c.eval.batch_size = 64
 
 
+def swap_method(c: ml_collections.ConfigDict, name: str, **fields: Any) -> None:
+  """Replaces ``c.method`` by ``name``'s defaults with ``fields`` overridden (for variant configs)."""
+  from jaxcl import methods  # pylint: disable=g-import-not-at-top
+  m = methods.default_config(name)
+  for key, value in fields.items():
+    if key not in m:
+      raise ValueError(f"method {name!r} has no field {key!r}; it has {sorted(m)}")
+    m[key] = value
+  c.method = m
+
+
+_HEAD_FIELDS = {"proj_hidden_dim": 32, "pred_hidden_dim": 32, "proj_out_dim": 16, "embed_dim": 16,
+                "text_width": 16, "text_depth": 1, "text_heads": 2}
+
+
+def shrink_heads(m: ml_collections.ConfigDict) -> None:
+  """Tiny projector/predictor/text tower for smoke tests."""
+  for key, value in _HEAD_FIELDS.items():
+    if key in m:
+      m[key] = value
+
+
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   """``get_config`` argument ``"smoke"`` or ``"key=value,flag"`` into a ConfigDict over ``defaults``."""
   out = ml_collections.ConfigDict(dict(defaults))
@@ -142,3 +164,38 @@ def load_config_file(path: str, arg: str | None = None) -> ml_collections.Config
 def sibling(file: str, name: str, arg: str | None = None) -> ml_collections.ConfigDict:
   """A variant's base: ``get_config(arg)`` of ``configs/<name>.py`` next to ``file``."""
   return load_config_file(os.path.join(os.path.dirname(os.path.abspath(file)), f"{name}.py"), arg)
+
+
+def variant(file: str, base_name: str, arg: str | None, method: str,
+            **method_fields: Any) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+  """A base config file run with another method: same data, encoder, views, optimiser, evaluation.
+
+  Args:
+    file: the variant's ``__file__`` (the base is looked up next to it).
+    base_name: the base config's file name without ``.py``.
+    arg: the variant's ``get_config`` argument (``"smoke"`` shrinks it, as the base does).
+    method: the method name.
+    **method_fields: overrides of the method's defaults.
+
+  Returns:
+    ``(config, parsed_arg)``: the unlocked config (override more, then ``lock``) and the argument.
+  """
+  a = parse_arg(arg, smoke=False)
+  c = sibling(file, base_name, "smoke" if a.smoke else None)
+  c.unlock()
+  swap_method(c, method, **method_fields)
+  if a.smoke:
+    shrink_heads(c.method)
+  return c, a
+
+
+def data_config(name: str) -> ml_collections.ConfigDict:
+  """``jaxcl.data.default_config(name)`` (for configs whose smoke variant swaps the dataset)."""
+  from jaxcl import data  # pylint: disable=g-import-not-at-top
+  return data.default_config(name)
+
+
+def augment_config(recipe: str, *, size: int) -> ml_collections.ConfigDict:
+  """``jaxcl.augment.default_config(recipe, size=size)``."""
+  from jaxcl import augment  # pylint: disable=g-import-not-at-top
+  return augment.default_config(recipe, size=size)

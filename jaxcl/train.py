@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from jaxcl import checkpoint as ckpt_lib
-from jaxcl import config_validation, optim, parallel
+from jaxcl import config_validation, grad_cache, optim, parallel
 from jaxcl.train_step import make_train_step
 
 
@@ -110,8 +110,7 @@ class Setup:
 
 def _check_grad_cache(setup: Setup) -> None:
   if setup.config.train.grad_cache_chunks > 1:
-    m = setup.method_cls
-    if not (hasattr(m, "embed") and hasattr(m, "loss_from_embeddings")):
+    if not grad_cache.supports(setup.method_cls):
       raise ValueError(
           f"config.train.grad_cache_chunks={setup.config.train.grad_cache_chunks}: method "
           f"{setup.config.method.name!r} does not implement embed() and loss_from_embeddings(); set "

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxcl import grad_cache
 from jaxcl.parallel import DATA_AXIS, SHARDED_VARIABLES
 
 
@@ -125,7 +126,7 @@ def make_train_step(
     model.after_step(step=step, total_steps=total_steps)
     _, new_params, new_sharded, new_rest = _split(model, trainable)
 
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new = dict(params=new_params, sharded=new_sharded, rest=new_rest, opt_state=new_opt_state)
     old = {k: state[k] for k in new}
@@ -139,7 +140,7 @@ def make_train_step(
                          first_nonfinite_step=first_bad)
     kept["step"] = step + 1
     out_metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
-                       update_norm=optax.global_norm(updates), lr=schedule(step),
+                       update_norm=optax.tree.norm(updates), lr=schedule(step),
                        finite=finite.astype(jnp.float32))
     return kept, out_metrics
 
@@ -155,6 +156,7 @@ def _grad_cache(params, sharded, rest, batch, *, graphdef, trainable, chunks):
   gradient whenever the embeddings of a chunk do not depend on the other chunks (no batch statistics:
   BatchNorm sees chunk statistics here, as in the paper).
   """
+  embed_fn, loss_from_emb_fn = grad_cache.hooks(nnx.merge(graphdef, params, sharded, rest, copy=True))
   local_b = batch["image"].shape[0]
   if local_b % chunks:
     raise ValueError(f"train.grad_cache_chunks={chunks} must divide the per-device batch {local_b}.")
@@ -163,7 +165,7 @@ def _grad_cache(params, sharded, rest, batch, *, graphdef, trainable, chunks):
 
   def embed(p, r, chunk):
     model = nnx.merge(graphdef, p, sharded, r, copy=True)
-    emb = model.embed(chunk, axis_name=DATA_AXIS)
+    emb = embed_fn(model, chunk, axis_name=DATA_AXIS)
     _, _, _, new_r = _split(model, trainable)
     return emb, new_r
 
@@ -173,7 +175,7 @@ def _grad_cache(params, sharded, rest, batch, *, graphdef, trainable, chunks):
 
   def loss_of_emb(e):
     model = nnx.merge(graphdef, params, sharded, rest, copy=True)
-    loss, metrics = model.loss_from_embeddings(e, batch, axis_name=DATA_AXIS)
+    loss, metrics = loss_from_emb_fn(model, e, batch, axis_name=DATA_AXIS)
     _, _, new_sharded, _ = _split(model, trainable)
     return _device_mean(loss), (metrics, new_sharded)
 

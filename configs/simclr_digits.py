@@ -1,0 +1,51 @@
+r"""SimCLR on the embedded digits dataset at 32 px: THE DEFAULT JOB.
+
+Command (from the repository root; the digits dataset is built on first use, nothing is downloaded):
+
+  jaxcl train --config configs/simclr_digits.py --workdir runs/simclr_digits
+
+Expected: about 3-4 minutes on a 2-core CPU (pretraining + evaluation), then a table with the pretrained
+SmallCNN's kNN (k=200) and linear-probe accuracy on the 540 test digits next to the same encoder at
+random initialisation and raw pixels; measured: see README (linear probe >= 95%, kNN >= 96%).
+
+Tests use ``get_config("smoke")``: a few steps at a tiny batch, no evaluation.
+
+Why these settings: digits are 8x8 images upsampled to 32 px, single channel, so views use gentle crops
+(scale 0.4-1, aspect 3/4-4/3), no flips (a mirrored 2 is not a 2), brightness/contrast jitter only, and no
+blur; a small projector (256-256-64) fits a 128-d SmallCNN; Adam-style optimisation (AdamW) converges in
+a few hundred steps at batch 256, where LARS needs thousands.
+"""
+
+from jaxcl import experiment
+
+
+def get_config(arg=None):
+  a = experiment.parse_arg(arg, smoke=False)
+  c = experiment.base(method="simclr", dataset="digits", encoder="small_cnn", recipe="simclr",
+                      crop_size=32, batch_size=256, steps=300)
+  c.augment.scale = (0.4, 1.0)
+  c.augment.flip_prob = 0.0
+  c.augment.jitter = (0.4, 0.4, 0.0, 0.0)
+  c.augment.jitter_prob = 0.8
+  c.augment.grayscale_prob = 0.0
+  c.augment.blur_prob = (0.0, 0.0)
+  c.method.temperature = 0.2
+  c.method.proj_hidden_dim = 256
+  c.method.proj_out_dim = 64
+  c.optim.name = "adamw"
+  c.optim.lr = 2e-3
+  c.optim.lr_scaling = "none"
+  c.optim.weight_decay = 1e-4
+  c.optim.warmup_steps = 20
+  c.train.log_every = 25
+  c.train.checkpoint_every = 100
+  c.eval.batch_size = 256
+  # ~126 training images per class: k=200 would vote across classes (raw pixels: 92.4% at k=200,
+  # 96.9% at k=20, the figure the project's reference table uses).
+  c.eval.knn_k = 20
+  if a.smoke:
+    experiment.smoke(c)
+    c.method.proj_hidden_dim = 32
+    c.method.proj_out_dim = 16
+    c.model.widths = (8, 8, 16)
+  return experiment.lock(c)

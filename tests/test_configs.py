@@ -1,0 +1,42 @@
+"""Every config in configs/: loads, is locked, documents its command, and its smoke variant validates."""
+
+import glob
+import os
+
+import pytest
+
+from jaxcl import config_validation, experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+NAMES = [os.path.splitext(os.path.basename(p))[0] for p in CONFIGS]
+
+
+def test_the_expected_configs_exist():
+  for method in ("simclr", "moco_v3", "byol", "barlow_twins", "vicreg", "supcon", "clip"):
+    for data in ("digits", "cifar10"):
+      assert f"{method}_{data}" in NAMES
+  assert {"simclr_imagenet", "byol_imagenet", "moco_v3_imagenet"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=NAMES)
+def test_config_is_documented_locked_and_valid(path):
+  name = os.path.splitext(os.path.basename(path))[0]
+  c = experiment.load_config_file(path)
+  doc = open(path).read()
+  assert f"jaxcl train --config configs/{name}.py --workdir" in doc
+  assert "Expected" in doc
+  with pytest.raises(AttributeError):
+    c.optim.lrr = 1.0  # a misspelt field is an error, not a silent no-op
+  assert c.method.name in name
+  # Full configs of datasets that are not prepared here are checked without touching the data.
+  config_validation.validate(c, num_devices=8, check_data=c.data.name == "digits")
+  smoke = experiment.load_config_file(path, "smoke")
+  assert smoke.steps <= 5 and smoke.batch_size <= 32 and smoke.data.name == "digits"
+  assert smoke.method.name == c.method.name
+  config_validation.validate(smoke, num_devices=8)
+
+
+def test_unknown_config_argument_is_an_error():
+  with pytest.raises(ValueError, match="unknown config argument"):
+    experiment.load_config_file(os.path.join(ROOT, "configs", "simclr_digits.py"), "smok")
