@@ -224,7 +224,7 @@ def test_jitter_applies_the_four_ops_in_a_random_order():
 
 # ---------------------------------------------------------------- blur, solarize, flip, random_apply
 
-@pytest.mark.parametrize("sigma,kernel_size", [(1.3, 7), (0.6, 3)])
+@pytest.mark.parametrize("sigma,kernel_size", [(1.3, 7), (0.6, 3), (4.0, 15)])
 def test_blur_matches_scipy_gaussian_filter(sigma, kernel_size):
   img = _image(10, (20, 17, 3))
   out = np.asarray(augment.gaussian_blur(jax.random.key(0), img, sigma=(sigma, sigma),

@@ -31,19 +31,32 @@ def random_flip(key: jax.Array, image: jax.Array, *, p: float = 0.5) -> jax.Arra
   return jnp.where(jax.random.bernoulli(key, p), image[:, ::-1, :], image)
 
 
-def gaussian_kernel1d(sigma: jax.Array, kernel_size: int) -> jax.Array:
-  """Normalised 1-D Gaussian taps ``exp(-x^2 / (2 sigma^2))`` at ``x = -(k-1)/2 .. (k-1)/2``."""
-  radius = kernel_size // 2
-  x = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
-  w = jnp.exp(-0.5 * jnp.square(x / sigma))
-  return w / jnp.sum(w)
+def _blur_matrix(n: int, sigma: jax.Array, radius: int) -> jax.Array:
+  """[n, n] matrix of a 1-D Gaussian blur with the reflect padding folded in.
+
+  Output ``o`` takes ``g(p - o)`` from padded position ``p`` in ``[o - radius, o + radius]``; a
+  padded position reflects to source ``-p`` (left) or ``2 (n - 1) - p`` (right). So source ``i``
+  gets the direct tap ``g(i - o)`` plus its two mirror images, which is exact while ``radius < n``.
+  """
+  o = jnp.arange(n, dtype=jnp.float32)[:, None]
+  i = jnp.arange(n, dtype=jnp.float32)[None, :]
+
+  def g(d):
+    return jnp.where(jnp.abs(d) <= radius, jnp.exp(-0.5 * jnp.square(d / sigma)), 0.0)
+
+  m = g(i - o) + jnp.where(i > 0, g(-i - o), 0.0) + jnp.where(i < n - 1, g(2 * (n - 1) - i - o), 0.0)
+  taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  return m / jnp.sum(jnp.exp(-0.5 * jnp.square(taps / sigma)))
 
 
 def blur(image: jax.Array, sigma: jax.Array, *, kernel_size: int) -> jax.Array:
   """Separable Gaussian blur with a fixed ``sigma`` and reflect padding.
 
   The padding mirrors about the edge pixel without repeating it (``d c b | a b c d``), as torchvision's
-  ``GaussianBlur`` and SimCLR's TF code pad; scipy.ndimage calls this mode ``"mirror"``.
+  ``GaussianBlur`` and SimCLR's TF code pad; scipy.ndimage calls this mode ``"mirror"``. Each pass is
+  a matrix product with the padding folded into the matrix: it maps to matrix units, and XLA does not
+  fuse (and so recompute) the preceding colour ops into every tap, which made a sum of shifted slices
+  2.6x slower inside a recipe on CPU.
 
   Args:
     image: float image [H, W, C].
@@ -63,20 +76,9 @@ def blur(image: jax.Array, sigma: jax.Array, *, kernel_size: int) -> jax.Array:
     raise ValueError(
         f"kernel_size {kernel_size} is too large for a {image.shape[0]}x{image.shape[1]} image: "
         "reflect padding needs kernel_size // 2 < the image side; use a smaller blur_kernel_size")
-  taps = gaussian_kernel1d(sigma, kernel_size)
-
-  def along(x, axis):
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (radius, radius)
-    xp = jnp.pad(x, pad, mode="reflect")
-    n = x.shape[axis]
-    # A sum of shifted slices: k fused multiply-adds per pixel, no per-example conv kernels.
-    out = taps[0] * jax.lax.slice_in_dim(xp, 0, n, axis=axis)
-    for i in range(1, kernel_size):
-      out = out + taps[i] * jax.lax.slice_in_dim(xp, i, i + n, axis=axis)
-    return out
-
-  return jnp.clip(along(along(image, 0), 1), 0.0, 1.0)
+  rows = jnp.einsum("oh,hwc->owc", _blur_matrix(image.shape[0], sigma, radius), image)
+  out = jnp.einsum("pw,owc->opc", _blur_matrix(image.shape[1], sigma, radius), rows)
+  return jnp.clip(out, 0.0, 1.0)
 
 
 def gaussian_blur(
