@@ -144,9 +144,9 @@ def test_small_cnn_bf16_compute_with_f32_params():
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(enc, nnx.Param)))
   x = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 16, 16, 1)), jnp.float32)
   assert enc.convs[0](x).dtype == jnp.bfloat16
+  assert enc.convs[0](x).shape == (4, 8, 8, 32)  # stride 2 from the first layer
   y = enc(x, train=True)
   assert y.shape == (4, 128) and y.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(y)))
-  # Stride 1-2-2 on 16 px: 16 -> 8 -> 4 spatially, then global average pool.
   assert models.count_params(enc) == 9 * 32 + 9 * 32 * 64 + 9 * 64 * 128 + 2 * (32 + 64 + 128)
 
 

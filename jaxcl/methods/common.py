@@ -24,8 +24,7 @@ from jaxcl.methods.base import Method, Target
 
 def model_dtypes(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """``dtype`` / ``param_dtype`` keyword arguments for heads, from ``config.model``."""
-  return dict(dtype=jnp.dtype(config.model.get("dtype", "float32")),
-              param_dtype=jnp.dtype(config.model.get("param_dtype", "float32")))
+  return models.dtypes(config.model)
 
 
 def projector(in_dim: int, mcfg: ml_collections.ConfigDict, dt: dict[str, Any],

@@ -7,7 +7,6 @@ same with a 3-layer projector (``proj_layers=3``).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx

@@ -5,7 +5,7 @@ float32 features [B, encoder.out_dim]; ``axis_name`` synchronises BatchNorm stat
 ``jax.shard_map``.
 """
 
-from jaxcl.models.config import ENCODERS, count_params, create_encoder, default_config
+from jaxcl.models.config import ENCODERS, count_params, create_encoder, default_config, dtypes
 from jaxcl.models.heads import PredictionHead, ProjectionHead
 from jaxcl.models.norm import BatchNorm
 from jaxcl.models.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50
@@ -16,5 +16,5 @@ from jaxcl.models.vit import TransformerBlock, ViT, vit_base, vit_small, vit_tin
 __all__ = [
     "ENCODERS", "BasicBlock", "BatchNorm", "Bottleneck", "PredictionHead", "ProjectionHead", "ResNet",
     "SmallCNN", "TextTransformer", "TransformerBlock", "ViT", "count_params", "create_encoder",
-    "default_config", "resnet18", "resnet34", "resnet50", "vit_base", "vit_small", "vit_tiny",
+    "default_config", "dtypes", "resnet18", "resnet34", "resnet50", "vit_base", "vit_small", "vit_tiny",
 ]

@@ -8,8 +8,6 @@ published ones (ResNet-50: 23,508,032 without the 2048x1000 classifier).
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -171,4 +169,4 @@ def resnet50(**kwargs) -> ResNet:
   return ResNet(50, **kwargs)
 
 
-__all__: Sequence[str] = ("ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50")
+__all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50"]

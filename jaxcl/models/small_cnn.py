@@ -2,7 +2,8 @@
 
 It is the default encoder of the digits job: on 2 CPU cores a ResNet would take the whole time budget,
 while conv-BN-ReLU x3 with stride-2 downsampling and a global average pool learns useful features of
-32 px digits within minutes.
+32 px digits within minutes. Digits are 8x8 images upsampled 4x, so a stride-2 first layer loses no
+information and costs a quarter of a stride-1 one.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from jaxcl.models.norm import BatchNorm
 
 
 class SmallCNN(nnx.Module):
-  """conv3x3-BN-ReLU blocks (default widths 32-64-128, strides 1-2-2) then global average pooling."""
+  """conv3x3-BN-ReLU blocks (default widths 32-64-128, strides 2-2-2) then global average pooling."""
 
   def __init__(
       self,
       *,
       in_channels: int = 3,
       widths: Sequence[int] = (32, 64, 128),
-      strides: Sequence[int] = (1, 2, 2),
+      strides: Sequence[int] = (2, 2, 2),
       dtype: jnp.dtype | None = None,
       param_dtype: jnp.dtype = jnp.float32,
       rngs: nnx.Rngs,

@@ -8,8 +8,6 @@ classifier: the output is the final-LayerNorm feature of the CLS token (or of th
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -143,7 +141,3 @@ def vit_base(**kwargs) -> ViT:
   """ViT-Base: width 768, depth 12, 12 heads."""
   return _vit("base", **kwargs)
 
-
-def num_patches(image_size: int, patch_size: int) -> int:
-  """Number of patch tokens of a square image."""
-  return int(math.ceil(image_size / patch_size)) ** 2
