@@ -57,9 +57,9 @@ def apply_compute_dtype(config: ml_collections.ConfigDict) -> None:
 class Setup:
   """Everything built from a config before the first step: mesh, method, optimizer, state."""
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *, info=None):
     self.config, self.mesh = config, mesh
-    self.info = _data_info(config)
+    self.info = info if info is not None else _data_info(config)
     self.keys = _keys(config.seed)
     init_key = self.keys["init"]
     abstract = nnx.eval_shape(lambda: _create_method(config, self.info, init_key))
@@ -114,7 +114,7 @@ def _check_grad_cache(setup: Setup) -> None:
       raise ValueError(
           f"config.train.grad_cache_chunks={setup.config.train.grad_cache_chunks}: method "
           f"{setup.config.method.name!r} does not implement embed() and loss_from_embeddings(); set "
-          "train.grad_cache_chunks=0 or use a method that supports gradient caching (simclr).")
+          "train.grad_cache_chunks=0 or use a method that supports gradient caching (simclr, supcon).")
 
 
 def data_iterator(config, *, start_state=None):
