@@ -4,7 +4,6 @@ import colorsys
 import functools
 import itertools
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ import scipy.ndimage
 from PIL import Image
 
 from jaxcl import augment
-from jaxcl.augment import color, crop, ops, preview
+from jaxcl.augment import color, crop
 
 
 def _image(seed=0, shape=(16, 16, 3)):
