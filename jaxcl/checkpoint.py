@@ -110,9 +110,17 @@ class Checkpointer:
     return dict(out.meta or {})
 
   def restore_arrays(self, *, step: int | None = None) -> Any:
-    """Restores the ``state`` item as host-local numpy-backed arrays, without a target (for eval/export)."""
+    """Restores the ``state`` item onto this process's first device, without a target (for eval/export).
+
+    Works whatever mesh saved it (another device count, several processes): the saved shardings name
+    devices that may not exist here, so the target is built from the saved shapes and dtypes alone.
+    """
     step = self.latest_step() if step is None else step
-    out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    saved = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "state")
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                          getattr(saved, "tree", saved))
+    out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
     return out.state
 
   def wait(self) -> None:
