@@ -133,7 +133,9 @@ def color_jitter(
     return image
   n = len(kinds)
   perm = jax.random.permutation(k_order, n) if n > 1 else jnp.zeros((n,), jnp.int32)
-  kinds_in_order = jnp.asarray(kinds, jnp.int32)[perm] if n else None
+  # jnp.take rather than indexing: inside shard_map a constant indexed by a per-device permutation
+  # is a gather whose operands differ in varying manual axes, which check_vma rejects.
+  kinds_in_order = jnp.take(jnp.asarray(kinds, jnp.int32), perm) if n else None
   factors_in_order = jnp.stack(factors)[perm] if n else None
 
   def blend_step(x, j, active):
