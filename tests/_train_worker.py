@@ -1,0 +1,103 @@
+"""Subprocess entry point for the multi-host and fault tests: ``jaxcl`` on N simulated CPU devices.
+
+  python tests/_train_worker.py --devices 4 [--hang_before_step K | --hang_save_step K] \
+      --marker PATH -- train --config configs/simclr_digits.py:smoke --workdir W ...
+
+Everything after ``--`` is the ``jaxcl`` command line, run through ``jaxcl.main.run`` exactly as the
+console script runs it (multi-host flags included). The worker sets the simulated device count (which
+must happen before JAX is imported) and, for the fault tests only, can install one TEST-ONLY hook that
+parks the process at a known moment, touches ``--marker`` and sleeps until the parent SIGKILLs it:
+
+* ``--hang_before_step K``: the loop asks for the batch of step K (K steps done, counted from the start
+  of this process) and never gets it: a kill between checkpoints, async saves still free to finish.
+* ``--hang_save_step K``: the async save of checkpoint K stops just before Orbax renames its temporary
+  directory to the final one (every array already written, nothing committed): a kill during a save.
+
+Nothing in the library knows about these hooks; they patch it from here.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+
+def _park(marker: str, text: str) -> None:
+  with open(marker, "w") as f:
+    f.write(text)
+  while True:  # until SIGKILL
+    time.sleep(1)
+
+
+def _install_save_hang(step: int, marker: str) -> None:
+  from orbax.checkpoint._src.path import atomicity  # pylint: disable=g-import-not-at-top
+
+  original = atomicity.AtomicRenameTemporaryPath.finalize
+
+  async def finalize(self, *args, **kwargs):
+    # Only the step directory itself (items inside it have other names).
+    if os.path.basename(os.fspath(self._final_path)) == str(step):  # pylint: disable=protected-access
+      _park(marker, os.fspath(self.get()))
+    return await original(self, *args, **kwargs)
+
+  atomicity.AtomicRenameTemporaryPath.finalize = finalize
+
+
+class _HangingIterator:
+  """Forwards a data iterator, but parks the process when asked for batch number ``hang_at``."""
+
+  def __init__(self, it, hang_at: int, marker: str):
+    self._it, self._hang_at, self._marker, self._drawn = it, hang_at, marker, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._drawn == self._hang_at:
+      _park(self._marker, f"before step {self._drawn}")
+    self._drawn += 1
+    return next(self._it)
+
+  def get_state(self):
+    return self._it.get_state()
+
+  def set_state(self, state):
+    self._it.set_state(state)
+
+
+def _install_step_hang(step: int, marker: str) -> None:
+  from jaxcl import train  # pylint: disable=g-import-not-at-top
+
+  original = train.data_iterator
+
+  def data_iterator(config, *, start_state=None):
+    return _HangingIterator(original(config, start_state=start_state), step, marker)
+
+  train.data_iterator = data_iterator
+
+
+def main() -> None:
+  argv = sys.argv[1:]
+  split = argv.index("--") if "--" in argv else len(argv)
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--devices", type=int, required=True)
+  parser.add_argument("--hang_before_step", type=int, default=-1)
+  parser.add_argument("--hang_save_step", type=int, default=-1)
+  parser.add_argument("--marker", default="")
+  args = parser.parse_args(argv[:split])
+  os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+  os.environ["JAX_PLATFORMS"] = "cpu"
+  os.environ.setdefault("TFDS_DISABLE_GCS", "1")
+  os.environ.setdefault("NO_GCE_CHECK", "true")
+  # The repository root, so the worker runs from a source checkout as well as an installed jaxcl.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if args.hang_save_step >= 0:
+    _install_save_hang(args.hang_save_step, args.marker)
+  if args.hang_before_step >= 0:
+    _install_step_hang(args.hang_before_step, args.marker)
+  from jaxcl import main as jaxcl_main  # pylint: disable=g-import-not-at-top
+  jaxcl_main.run(["jaxcl"] + argv[split + 1:])
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,60 @@
+"""Exact resume under faults: SIGKILL between checkpoints and during an async save.
+
+A training subprocess (1 process x 8 devices) is parked at a known moment by a test-only hook in
+``tests/_train_worker.py`` and killed with SIGKILL (no handler, no ``finally``, no Orbax wait runs);
+``jaxcl train`` on the same workdir then resumes from the newest *complete* checkpoint and must end
+with the train state of a run that was never killed.
+"""
+
+import os
+
+from _train_runs import (EVERY, Worker, assert_same_state, final_state, reference,
+                         tmp_checkpoints)
+
+from jaxcl import checkpoint
+
+
+def _complete_steps(workdir) -> list[int]:
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+  steps = ckpt.all_steps()
+  ckpt.close()
+  return steps
+
+
+def _resume_and_compare(workdir, expected) -> None:
+  Worker(workdir, devices=8, log_name="resumed").wait()
+  # Same device count, same program: equal up to the last bit in practice; allow float32 rounding.
+  assert_same_state(final_state(workdir), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_sigkill_between_checkpoints_resumes_exactly(tmp_path, tmp_path_factory):
+  expected = reference(tmp_path_factory)
+  workdir = str(tmp_path / "run")
+  marker = str(tmp_path / "parked")
+  # Park when the loop asks for step 3's batch: checkpoint 2 is (being) saved, 4 is not begun.
+  w = Worker(workdir, devices=8, hooks=[f"--hang_before_step={EVERY + 1}", f"--marker={marker}"])
+  w.wait_for(lambda: os.path.exists(marker), "park before step 3")
+  w.wait_for(lambda: os.path.isdir(os.path.join(workdir, "checkpoints", str(EVERY))),
+             "committed checkpoint 2")
+  assert w.kill() == -9
+  assert _complete_steps(workdir) == [EVERY]
+  _resume_and_compare(workdir, expected)
+
+
+def test_sigkill_during_async_save_never_loads_it(tmp_path, tmp_path_factory):
+  expected = reference(tmp_path_factory)
+  workdir = str(tmp_path / "run")
+  marker = str(tmp_path / "parked")
+  # Park checkpoint 4's async save after its arrays are written, before Orbax commits it.
+  w = Worker(workdir, devices=8, hooks=[f"--hang_save_step={2 * EVERY}", f"--marker={marker}"])
+  w.wait_for(lambda: os.path.exists(marker), "save of checkpoint 4 in flight")
+  assert w.kill() == -9
+  partial = tmp_checkpoints(workdir)
+  assert [os.path.basename(p).split(".")[0] for p in partial] == [str(2 * EVERY)], partial
+  assert os.listdir(partial[0]), "the killed save had written nothing: not a mid-save kill"
+  # The half-written checkpoint is invisible: the newest complete one is 2.
+  assert _complete_steps(workdir) == [EVERY]
+  _resume_and_compare(workdir, expected)
+  # The resumed run removed the leftover and wrote checkpoint 4 again, completely.
+  assert not tmp_checkpoints(workdir)
+  assert _complete_steps(workdir) == [EVERY, 2 * EVERY, 3 * EVERY]
