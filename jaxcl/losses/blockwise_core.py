@@ -75,12 +75,12 @@ def _varying(x, axis_name):
 
 
 def _ring(axis_name):
-  """(device count, this device's index, ppermute that passes blocks to the next device)."""
+  """(device count, ppermute that passes a pytree of blocks to the next device)."""
   if axis_name is None:
-    return 1, 0, None
+    return 1, None
   size = jax.lax.axis_size(axis_name)
   perm = [(i, (i + 1) % size) for i in range(size)]
-  return size, jax.lax.axis_index(axis_name), lambda x: jax.lax.ppermute(x, axis_name, perm)
+  return size, lambda x: jax.lax.ppermute(x, axis_name, perm)
 
 
 def _tile(a_t, b_t, scale, bias):
@@ -201,7 +201,7 @@ def _block_backward(spec, a, b, scale, bias, row_in, col_in, grads, same_block):
 
 def _forward(spec: Spec, a, b, scale, bias):
   """Ring forward pass; returns (row_lse, col_lse) for ``lse`` or the local sum for ``sigmoid``."""
-  size, me, shift = _ring(spec.axis_name)
+  size, shift = _ring(spec.axis_name)
   num_tiles, block = a.shape[0], a.shape[1]
   stat = lambda v: jnp.full((num_tiles, block), v, jnp.float32)
   if spec.kind == "lse":
@@ -240,7 +240,7 @@ def _forward(spec: Spec, a, b, scale, bias):
 
 def _backward(spec: Spec, a, b, scale, bias, out, g):
   """Ring backward pass: tiles are recomputed; each block's gradient travels home with it."""
-  size, me, shift = _ring(spec.axis_name)
+  size, shift = _ring(spec.axis_name)
   if spec.kind == "lse":
     row_in = (out[0], g[0]) if spec.rows else None
     col_in = (out[1], g[1]) if spec.cols else None
