@@ -26,7 +26,7 @@ def get_config(arg=None):
   c.augment.scale = (0.4, 1.0)
   c.augment.flip_prob = 0.0
   c.augment.jitter = (0.4, 0.4, 0.0, 0.0)
-  c.augment.jitter_prob = 0.0
+  c.augment.jitter_prob = 0.8
   c.augment.grayscale_prob = 0.0
   c.augment.blur_prob = (0.0, 0.0)
   # Stride 2 from the first layer: each unit then sees more of the (4x upsampled) 8x8 digit, which

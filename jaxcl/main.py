@@ -112,10 +112,21 @@ def run(argv: list[str] | None = None) -> None:
   command = argv[1]
   if command not in COMMANDS:
     _usage_error(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}.")
+  if FLAGS.is_parsed():
+    # Called again in one process (tests, notebooks), or after a library parsed flags for itself:
+    # start from the defaults so --config registers its --config.* overrides afresh.
+    FLAGS.unparse_flags()
+  flag_argv = [argv[0]] + argv[2:]
+  saved_argv, sys.argv = sys.argv, flag_argv  # config_flags finds --config.* overrides in sys.argv
   try:
-    positional = FLAGS([argv[0]] + argv[2:])[1:]
+    positional = FLAGS(flag_argv)[1:]
   except flags.Error as err:
     _usage_error(str(err))
+  except (AttributeError, KeyError) as err:  # config_flags: a --config.field the config lacks
+    message = str(err.args[0] if err.args else err).replace("\\n", " ").replace("\\'", "'")
+    _usage_error(f"bad --config override: {message}")
+  finally:
+    sys.argv = saved_argv
   if command == "prepare-data":
     _prepare_data(positional)
     return

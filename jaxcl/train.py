@@ -263,9 +263,9 @@ def _check_guard(state, checkpointer, on_nonfinite: str, bar) -> None:
            if last_good is not None else "no checkpoint was saved before it")
   if on_nonfinite == "stop":
     raise NonFiniteError(
-        f"non-finite loss or gradient at step {first} (its update was not applied); {where}. Lower "
+        f"non-finite loss or gradient in step {first + 1} (its update was not applied); {where}. Lower "
         "optim.lr, add optim.grad_clip_norm, or set train.on_nonfinite='skip' to skip such steps.")
-  bar.write(f"warning: {count} non-finite step(s) skipped so far, first at step {first}.")
+  bar.write(f"warning: {count} non-finite step(s) skipped so far, the first was step {first + 1}.")
 
 
 def _export_encoder(method, config, workdir: str) -> None:
