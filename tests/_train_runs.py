@@ -17,6 +17,8 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
 
 from jaxcl import checkpoint, experiment, train
 
@@ -51,6 +53,13 @@ def final_state(workdir, step: int | None = None) -> dict:
   """A run's checkpoint (default: its newest) as host arrays, whatever mesh wrote it."""
   return jax.device_get(
       checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).restore_arrays(step=step))
+
+
+def saved_mesh_shape(workdir, step: int) -> list[int]:
+  """The mesh shape checkpoint ``step`` was saved from (Orbax records it with every array)."""
+  saved = ocp.StandardCheckpointHandler().metadata(
+      epath.Path(os.fspath(workdir)) / "checkpoints" / str(step) / "state")
+  return list(saved.tree["step"].sharding.shape)
 
 
 def assert_same_state(actual: dict, expected: dict, *, rtol: float, atol: float) -> None:
