@@ -29,6 +29,7 @@ def initialize_distributed(
     num_processes: int | None = None,
     process_id: int | None = None,
     local_device_ids: list[int] | None = None,
+    auto: bool = False,
 ) -> bool:
   """Starts JAX's multi-controller runtime when this run spans several processes.
 
@@ -42,6 +43,9 @@ def initialize_distributed(
     num_processes: total number of processes.
     process_id: this process's index in ``[0, num_processes)``.
     local_device_ids: restrict this process to these local devices (e.g. one GPU per process).
+    auto: call ``jax.distributed.initialize()`` and let JAX find the cluster even where this module
+      sees no sign of one in the environment (Cloud TPU VM pod slices, which JAX recognises through
+      the metadata server).
 
   Returns:
     Whether ``jax.distributed.initialize`` was called.
@@ -61,7 +65,7 @@ def initialize_distributed(
         coordinator_address=coordinator_address, num_processes=num_processes,
         process_id=process_id, local_device_ids=local_device_ids)
     return True
-  if _cluster_detected():
+  if auto or _cluster_detected():
     # JAX reads the coordinator, process count and id from the cluster's environment.
     jax.distributed.initialize(local_device_ids=local_device_ids)
     return True
@@ -76,7 +80,7 @@ def _cluster_detected() -> bool:
   if int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
     return True
   # A multi-host Cloud TPU slice lists several workers.
-  hosts = env.get("TPU_WORKER_HOSTNAMES", "")
+  hosts = env.get("TPU_PROCESS_ADDRESSES") or env.get("TPU_WORKER_HOSTNAMES", "")
   return len([h for h in hosts.split(",") if h]) > 1
 
 
