@@ -6,7 +6,8 @@
   jaxcl show-views --config configs/simclr_digits.py --out views.png
 
 Multi-host: add ``--coordinator_address host:port --num_processes N --process_id i`` on every process,
-or nothing where JAX detects the cluster itself (Cloud TPU pod slices, SLURM, Open MPI).
+or nothing where the cluster's environment says it (SLURM, Open MPI, GKE TPU jobs), or ``--distributed``
+to let JAX detect it (Cloud TPU VM pod slices: ``--worker=all --command="jaxcl train ... --distributed"``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ _IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "prepare-data: stored ima
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "multi-host: start jax.distributed and let JAX detect the cluster (Cloud "
+    "TPU pod slices; SLURM, Open MPI and GKE TPU jobs are detected without this flag).")
 
 
 def _usage_error(message: str) -> None:
@@ -46,7 +50,8 @@ def _usage_error(message: str) -> None:
 def _start_distributed() -> None:
   from jaxcl import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed(coordinator_address=_COORDINATOR.value,
-                                  num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+                                  num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+                                  auto=_DISTRIBUTED.value)
 
 
 def _train() -> None:
