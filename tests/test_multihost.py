@@ -1,15 +1,20 @@
 """Multi-host: 2 JAX processes (4 CPU devices each, localhost coordinator, gloo collectives) train the
 same job as 1 process x 8 devices, each process reading its own half of every global batch, and end
 with the same train state; only process 0 writes logs, every process takes part in the Orbax saves.
+Also: which flags and cluster environments start ``jax.distributed`` (recorded, not started).
 """
 
 import glob
 import json
 import os
 
+import jax
 import numpy as np
+import pytest
 from _train_runs import (STEPS, Worker, assert_same_state, final_state, free_port, reference,
                          reference_workdir)
+
+from jaxcl import parallel
 
 
 def _metric_lines(workdir) -> list[dict]:
@@ -41,3 +46,59 @@ def test_two_processes_equal_one_process(tmp_path, tmp_path_factory):
   # Collapse and divergence are visible in the logs.
   assert {"grad_norm", "update_norm", "embedding_std"} <= set(lines[0])
   assert lines[-1]["step"] == STEPS
+
+
+_CLUSTER_VARS = ("SLURM_NTASKS", "SLURM_STEP_NODELIST", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
+                 "TPU_PROCESS_ADDRESSES")
+
+
+@pytest.fixture
+def recorded_initialize(monkeypatch):
+  """Replaces ``jax.distributed.initialize`` by a recorder; clears cluster variables."""
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+  for var in _CLUSTER_VARS:
+    monkeypatch.delenv(var, raising=False)
+  return calls
+
+
+def test_start_from_explicit_flags(recorded_initialize):
+  assert parallel.initialize_distributed(coordinator_address="10.0.0.1:1234", num_processes=4,
+                                         process_id=3)
+  assert recorded_initialize == [dict(coordinator_address="10.0.0.1:1234", num_processes=4,
+                                      process_id=3, local_device_ids=None)]
+  # One process needs no runtime; a single machine without a cluster starts nothing.
+  assert not parallel.initialize_distributed(coordinator_address="h:1", num_processes=1, process_id=0)
+  assert not parallel.initialize_distributed()
+  assert len(recorded_initialize) == 1
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(coordinator_address="h:1", num_processes=2), "process_id"),
+    (dict(num_processes=2, process_id=2, coordinator_address="h:1"), "process_id=2"),
+])
+def test_incomplete_or_wrong_flags_name_the_field(kwargs, match, recorded_initialize):
+  with pytest.raises(ValueError, match=match):
+    parallel.initialize_distributed(**kwargs)
+  assert not recorded_initialize
+
+
+@pytest.mark.parametrize("env", [
+    {"SLURM_NTASKS": "16", "SLURM_STEP_NODELIST": "gpu[001-004]"},
+    {"OMPI_COMM_WORLD_SIZE": "8"},
+    {"TPU_WORKER_HOSTNAMES": "t1k-0,t1k-1,t1k-2,t1k-3"},
+])
+def test_cluster_environment_is_auto_detected(env, monkeypatch, recorded_initialize):
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
+  assert parallel.initialize_distributed()
+  # JAX reads coordinator, count and id from the same environment.
+  assert recorded_initialize == [dict(local_device_ids=None)]
+
+
+def test_single_task_slurm_job_and_forced_detection(monkeypatch, recorded_initialize):
+  monkeypatch.setenv("SLURM_NTASKS", "1")
+  monkeypatch.setenv("SLURM_STEP_NODELIST", "gpu001")
+  assert not parallel.initialize_distributed()
+  assert parallel.initialize_distributed(auto=True)  # `jaxcl train --distributed` (TPU VM slices)
+  assert recorded_initialize == [dict(local_device_ids=None)]
