@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,11 +38,24 @@ def reference(tmp_path_factory) -> dict:
   """Final state of the uninterrupted 1-process x 8-device run (computed once per session)."""
   workdir = tmp_path_factory.getbasetemp() / "reference_1x8"
   if not (workdir / "checkpoints" / str(STEPS)).exists():
-    c = experiment.load_config_file(CONFIG, "smoke")
-    c.steps = STEPS
-    c.train.checkpoint_every = EVERY
-    train.train_and_evaluate(c, str(workdir))
+    train_here(str(workdir))
   return final_state(workdir)
+
+
+def train_here(workdir: str) -> dict:
+  """The job in this pytest process (1 process, 8 devices); resumes from ``workdir`` if it holds one."""
+  c = experiment.load_config_file(CONFIG, "smoke")
+  c.steps = STEPS
+  c.train.checkpoint_every = EVERY
+  return train.train_and_evaluate(c, workdir)
+
+
+def keep_checkpoints_up_to(workdir, step: int) -> None:
+  """Deletes a run's checkpoints after ``step``: what a run stopped at ``step`` would have left."""
+  for path in glob.glob(os.path.join(os.fspath(workdir), "checkpoints", "*")):
+    name = os.path.basename(path)
+    if name.isdigit() and int(name) > step:
+      shutil.rmtree(path)
 
 
 def reference_workdir(tmp_path_factory) -> str:

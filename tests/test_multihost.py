@@ -1,18 +1,20 @@
 """Multi-host: 2 JAX processes (4 CPU devices each, localhost coordinator, gloo collectives) train the
 same job as 1 process x 8 devices, each process reading its own half of every global batch, and end
-with the same train state; only process 0 writes logs, every process takes part in the Orbax saves.
+with the same train state; only process 0 writes logs, every process takes part in the Orbax saves;
+their checkpoint resumes on one process.
 Also: which flags and cluster environments start ``jax.distributed`` (recorded, not started).
 """
 
 import glob
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
-from _train_runs import (STEPS, Worker, assert_same_state, final_state, free_port, reference,
-                         reference_workdir)
+from _train_runs import (EVERY, STEPS, Worker, assert_same_state, final_state, free_port,
+                         keep_checkpoints_up_to, reference, reference_workdir, train_here)
 
 from jaxcl import parallel
 
@@ -22,9 +24,8 @@ def _metric_lines(workdir) -> list[dict]:
     return [r for r in map(json.loads, f) if "loss" in r]
 
 
-def test_two_processes_equal_one_process(tmp_path, tmp_path_factory):
-  expected = reference(tmp_path_factory)
-  workdir = str(tmp_path / "run")
+def _train_on_two_processes(workdir: str) -> None:
+  """The job on 2 processes x 4 devices (checkpoints every 2 steps)."""
   flags = [f"--coordinator_address=127.0.0.1:{free_port()}", "--num_processes=2"]
   workers = [Worker(workdir, devices=4, flags=flags + [f"--process_id={i}"], log_name=f"process{i}")
              for i in range(2)]
@@ -34,6 +35,13 @@ def test_two_processes_equal_one_process(tmp_path, tmp_path_factory):
   finally:
     for w in workers:
       w.kill()
+
+
+# One test, not two sharing a fixture: under `pytest -n 2` a shared fixture may run once per worker.
+def test_two_processes_equal_one_process_and_resume_on_one(tmp_path, tmp_path_factory):
+  expected = reference(tmp_path_factory)
+  workdir = str(tmp_path / "two_processes")
+  _train_on_two_processes(workdir)
   # Same global batch, same per-example keys, same mesh size: only the order of the cross-process
   # sums differs (gloo vs in-process), so float32 rounding is all that may differ.
   assert_same_state(final_state(workdir), expected, rtol=1e-5, atol=1e-6)
@@ -46,6 +54,14 @@ def test_two_processes_equal_one_process(tmp_path, tmp_path_factory):
   # Collapse and divergence are visible in the logs.
   assert {"grad_norm", "update_norm", "embedding_std"} <= set(lines[0])
   assert lines[-1]["step"] == STEPS
+
+  # A preempted 2-host job restarted on one host from checkpoint 2: the iterator states of 2
+  # processes do not map onto 1, so the trainer replays the stream to step 2 and reads the same batches.
+  resumed = str(tmp_path / "resumed_on_one_process")
+  shutil.copytree(os.path.join(workdir, "checkpoints"), os.path.join(resumed, "checkpoints"))
+  keep_checkpoints_up_to(resumed, EVERY)
+  assert train_here(resumed)["step"] == STEPS
+  assert_same_state(final_state(resumed), expected, rtol=1e-5, atol=1e-6)
 
 
 _CLUSTER_VARS = ("SLURM_NTASKS", "SLURM_STEP_NODELIST", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",

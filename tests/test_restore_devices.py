@@ -8,8 +8,8 @@ index, so its trajectory does not depend on the device count; only float32 summa
 import os
 import shutil
 
-from _train_runs import (EVERY, STEPS, Worker, assert_same_state, final_state, reference,
-                         reference_workdir, saved_mesh_shape)
+from _train_runs import (EVERY, STEPS, Worker, assert_same_state, final_state,
+                         keep_checkpoints_up_to, reference, reference_workdir, saved_mesh_shape)
 
 from jaxcl import checkpoint
 
@@ -18,8 +18,7 @@ def _checkpoint_at_step_2(tmp_path_factory, dest: str) -> None:
   """The reference run's 8-device checkpoints up to step 2 (later ones removed: a run stopped there)."""
   shutil.copytree(os.path.join(reference_workdir(tmp_path_factory), "checkpoints"),
                   os.path.join(dest, "checkpoints"))
-  for step in range(2 * EVERY, STEPS + 1, EVERY):
-    shutil.rmtree(os.path.join(dest, "checkpoints", str(step)))
+  keep_checkpoints_up_to(dest, EVERY)
 
 
 def test_checkpoint_from_8_devices_resumes_on_fewer(tmp_path, tmp_path_factory):
