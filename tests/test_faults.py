@@ -31,9 +31,10 @@ def test_sigkill_between_checkpoints_resumes_exactly(tmp_path, tmp_path_factory)
   expected = reference(tmp_path_factory)
   workdir = str(tmp_path / "run")
   marker = str(tmp_path / "parked")
-  # Park when the loop asks for step 3's batch: checkpoint 2 is (being) saved, 4 is not begun.
+  # Park after 3 steps, when the loop asks for the next batch: checkpoint 2 is saved (its commit is
+  # awaited below), checkpoint 4 is not begun.
   w = Worker(workdir, devices=8, hooks=[f"--hang_before_step={EVERY + 1}", f"--marker={marker}"])
-  w.wait_for(lambda: os.path.exists(marker), "park before step 3")
+  w.wait_for(lambda: os.path.exists(marker), "park after 3 steps")
   w.wait_for(lambda: os.path.isdir(os.path.join(workdir, "checkpoints", str(EVERY))),
              "committed checkpoint 2")
   assert w.kill() == -9
