@@ -6,10 +6,12 @@ A training subprocess (1 process x 8 devices) is parked at a known moment by a t
 with the train state of a run that was never killed.
 """
 
+import json
 import os
 
-from _train_runs import (EVERY, Worker, assert_same_state, final_state, reference,
-                         tmp_checkpoints)
+import numpy as np
+from _train_runs import (EVERY, STEPS, Worker, assert_same_state, final_state, reference,
+                         reference_workdir, tmp_checkpoints)
 
 from jaxcl import checkpoint
 
@@ -21,10 +23,21 @@ def _complete_steps(workdir) -> list[int]:
   return steps
 
 
-def _resume_and_compare(workdir, expected) -> None:
+def _losses(workdir) -> dict[int, float]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+
+
+def _resume_and_compare(workdir, reference_dir, expected) -> None:
   Worker(workdir, devices=8, log_name="resumed").wait()
   # Same device count, same program: equal up to the last bit in practice; allow float32 rounding.
   assert_same_state(final_state(workdir), expected, rtol=1e-6, atol=1e-7)
+  # The log reads as one run: what the killed run logged after checkpoint 2 was replaced, and the
+  # resumed steps saw the same batches and views (same losses).
+  got, want = _losses(workdir), _losses(reference_dir)
+  assert sorted(got) == sorted(want) == list(range(1, STEPS + 1))
+  np.testing.assert_allclose([got[s] for s in sorted(got)], [want[s] for s in sorted(want)],
+                             rtol=1e-6)
 
 
 def test_sigkill_between_checkpoints_resumes_exactly(tmp_path, tmp_path_factory):
@@ -39,7 +52,7 @@ def test_sigkill_between_checkpoints_resumes_exactly(tmp_path, tmp_path_factory)
              "committed checkpoint 2")
   assert w.kill() == -9
   assert _complete_steps(workdir) == [EVERY]
-  _resume_and_compare(workdir, expected)
+  _resume_and_compare(workdir, reference_workdir(tmp_path_factory), expected)
 
 
 def test_sigkill_during_async_save_never_loads_it(tmp_path, tmp_path_factory):
@@ -55,7 +68,7 @@ def test_sigkill_during_async_save_never_loads_it(tmp_path, tmp_path_factory):
   assert os.listdir(partial[0]), "the killed save had written nothing: not a mid-save kill"
   # The half-written checkpoint is invisible: the newest complete one is 2.
   assert _complete_steps(workdir) == [EVERY]
-  _resume_and_compare(workdir, expected)
+  _resume_and_compare(workdir, reference_workdir(tmp_path_factory), expected)
   # The resumed run removed the leftover and wrote checkpoint 4 again, completely.
   assert not tmp_checkpoints(workdir)
   assert _complete_steps(workdir) == [EVERY, 2 * EVERY, 3 * EVERY]
