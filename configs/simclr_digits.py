@@ -4,16 +4,23 @@ Command (from the repository root; the digits dataset is built on first use, not
 
   jaxcl train --config configs/simclr_digits.py --workdir runs/simclr_digits
 
-Expected: about 3-4 minutes on a 2-core CPU (pretraining + evaluation), then a table with the pretrained
-SmallCNN's kNN (k=200) and linear-probe accuracy on the 540 test digits next to the same encoder at
-random initialisation and raw pixels; measured: see README (linear probe >= 95%, kNN >= 96%).
+Expected: about 1.5-2 minutes on a 2-core CPU (measured: 97 s wall for pretraining + evaluation, 74 s of
+it training 300 steps at ~1,250 images/s, on a shared machine), then this table (540 test digits;
+kNN k=20, temperature 0.1):
+
+  | representation             | kNN   | linear probe |
+  | simclr (pretrained)        | 97.4% | 99.4%        |
+  | random init (same encoder) | 87.8% | 96.3%        |
+  | raw pixels                 | 96.9% | 96.7%        |
 
 Tests use ``get_config("smoke")``: a few steps at a tiny batch, no evaluation.
 
 Why these settings: digits are 8x8 images upsampled to 32 px, single channel, so views use gentle crops
 (scale 0.4-1, aspect 3/4-4/3), no flips (a mirrored 2 is not a 2), brightness/contrast jitter only, and no
-blur; a small projector (256-256-64) fits a 128-d SmallCNN; Adam-style optimisation (AdamW) converges in
-a few hundred steps at batch 256, where LARS needs thousands.
+blur; a small projector (256-256-64) fits a 128-d SmallCNN; stride 2 from the first layer lets each unit see
+more of the digit (tuning runs, 200 steps: kNN 93.7% -> 97.4% at equal cost); AdamW converges in a few hundred steps at batch
+256, where LARS needs thousands. kNN uses k=20: with ~126 training images per class, k=200 votes across
+classes (raw pixels: 92.4% at k=200, 96.9% at k=20).
 """
 
 from jaxcl import experiment
