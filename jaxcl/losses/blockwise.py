@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcl.losses import _checks
+from jaxcl.losses import _ops
 from jaxcl.losses import blockwise_core as core
 
 __all__ = ["nt_xent", "info_nce", "clip_loss", "sigmoid_loss"]
@@ -37,9 +38,7 @@ __all__ = ["nt_xent", "info_nce", "clip_loss", "sigmoid_loss"]
 def _embed(x: jax.typing.ArrayLike, name: str, axis_name) -> jax.Array:
   """Validates ``x`` ([N, D] float) and returns its rows L2-normalised, in float32."""
   _checks.embeddings(x, name, axis_name=axis_name)
-  x = jnp.asarray(x).astype(jnp.float32)
-  # Same rule as the plain losses: a row with norm below 1e-6 is divided by 1e-6 (no NaN at 0).
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
+  return _ops.l2_normalize(jnp.asarray(x).astype(jnp.float32))
 
 
 def _compute_dtype(*xs) -> jnp.dtype:
