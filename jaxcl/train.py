@@ -334,7 +334,7 @@ class _Evaluator:
       rows["random init (same encoder)"] = rand
       rows["raw pixels"] = raw
       result["random_init"], result["raw_pixels"] = rand, raw
-    table = evaluate.format_table(rows)
+    table = evaluate.format_table(rows, column_titles={"knn": f"kNN (k={e.knn_k})"})
     result["table"] = table
     if is_main:
       print(f"\n{self.config.data.name}: {len(train[1])} train / {len(test[1])} test images\n{table}\n",
