@@ -98,7 +98,9 @@ class Checkpointer:
     """
     step = self.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+      raise FileNotFoundError(
+          f"no complete checkpoint in {self.directory}: pass the --workdir of a run that has saved "
+          "one (jaxcl train writes checkpoints/ there every train.checkpoint_every steps).")
     out = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))

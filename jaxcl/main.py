@@ -132,12 +132,21 @@ def run(argv: list[str] | None = None) -> None:
     _usage_error(f"bad --config override: {message}")
   finally:
     sys.argv = saved_argv
-  if command == "prepare-data":
-    _prepare_data(positional)
-    return
-  if positional:
+  if command != "prepare-data" and positional:
     _usage_error(f"unexpected arguments {positional}.")
-  {"train": _train, "eval": _eval, "show-views": _show_views}[command]()
+  try:
+    if command == "prepare-data":
+      _prepare_data(positional)
+    else:
+      {"train": _train, "eval": _eval, "show-views": _show_views}[command]()
+  except (ValueError, FileNotFoundError, FloatingPointError) as err:
+    # Bad config values, unprepared datasets, missing checkpoints and divergence all raise with a
+    # message that names the field and the fix: show that, not a traceback (unless asked for).
+    if os.environ.get("JAXCL_TRACEBACK"):
+      raise
+    print(f"jaxcl {command}: {type(err).__name__}: {err}\n(set JAXCL_TRACEBACK=1 for the traceback)",
+          file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

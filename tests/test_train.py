@@ -106,3 +106,16 @@ def test_cli_train_and_misspelt_override(tmp_path, capsys):
   assert json.load(open(os.path.join(workdir, "results.json")))["step"] == 1
   with pytest.raises(SystemExit):
     main.run(["jaxcl", "train", "--config", config, "--workdir", workdir, "--config.optim.lrr=1"])
+
+
+def test_cli_user_errors_are_one_line_messages(tmp_path, capsys):
+  from jaxcl import main
+  config = os.path.join(ROOT, "configs", "simclr_digits.py") + ":smoke"
+  with pytest.raises(SystemExit) as exit_info:
+    main.run(["jaxcl", "train", "--config", config, "--workdir", str(tmp_path), "--config.optim.lr=-1"])
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err
+  assert "config.optim.lr=-1.0" in err and "Traceback" not in err
+  with pytest.raises(SystemExit):
+    main.run(["jaxcl", "eval", "--config", config, "--workdir", str(tmp_path / "none")])
+  assert "no complete checkpoint" in capsys.readouterr().err
