@@ -7,7 +7,6 @@ statistics span the global batch.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -41,9 +40,6 @@ class BarlowTwins(common.ImageMethod):
     self.projector = common.projector(self.encoder.out_dim, mcfg, common.model_dtypes(config), rngs)
 
   def loss(self, batch, *, axis_name=None):
-    v1, v2 = common.two_views(self.recipe, batch)
-    bn = self.bn_axis(axis_name)
-    h = self.encoder(jnp.concatenate([v1, v2]), train=True, axis_name=bn)
-    z1, z2 = jnp.split(self.projector(h, train=True, axis_name=bn), 2)
+    z1, z2 = self.project_two_views(batch, axis_name)
     loss = losses.barlow_twins(z1, z2, lambda_offdiag=self.lambda_offdiag, axis_name=axis_name)
     return loss, common.view_metrics(z1, z2, axis_name)

@@ -227,6 +227,18 @@ class ImageMethod(Method):
     """The axis BatchNorm synchronises over: the data axis with ``sync_bn``, else none (local BN)."""
     return axis_name if self.sync_bn else None
 
+  def project_two_views(self, batch: dict[str, jax.Array], axis_name: str | None):
+    """``(z1, z2)``: both views through the encoder and ``self.projector`` in one pass.
+
+    One pass rather than two so that, with global BN, the statistics cover all 2N views (as in SimCLR's
+    code). Subclasses that call this define ``self.projector``.
+    """
+    v1, v2 = two_views(self.recipe, batch)
+    bn = self.bn_axis(axis_name)
+    h = self.encoder(jnp.concatenate([v1, v2]), train=True, axis_name=bn)
+    z1, z2 = jnp.split(self.projector(h, train=True, axis_name=bn), 2)
+    return z1, z2
+
   def features(self, images: jax.Array) -> jax.Array:
     """Encoder features [B, out_dim] of float images in [0, 1] (resized to the view size), eval mode."""
     return self.encoder(resize_images(images, self.view_size), train=False)

@@ -43,10 +43,7 @@ class SupCon(common.ImageMethod):
 
   def embed(self, batch, *, axis_name=None):
     """Projections of the two views, ``{"z1": [b, D], "z2": [b, D]}`` (gradient-caching hook)."""
-    v1, v2 = common.two_views(self.recipe, batch)
-    bn = self.bn_axis(axis_name)
-    h = self.encoder(jnp.concatenate([v1, v2]), train=True, axis_name=bn)
-    z1, z2 = jnp.split(self.projector(h, train=True, axis_name=bn), 2)
+    z1, z2 = self.project_two_views(batch, axis_name)
     return {"z1": z1, "z2": z2}
 
   def loss_from_embeddings(self, emb, batch, *, axis_name=None):

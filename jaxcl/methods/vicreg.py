@@ -7,7 +7,6 @@ batch statistics over the global batch.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -43,10 +42,7 @@ class VICReg(common.ImageMethod):
     self.projector = common.projector(self.encoder.out_dim, mcfg, common.model_dtypes(config), rngs)
 
   def loss(self, batch, *, axis_name=None):
-    v1, v2 = common.two_views(self.recipe, batch)
-    bn = self.bn_axis(axis_name)
-    h = self.encoder(jnp.concatenate([v1, v2]), train=True, axis_name=bn)
-    z1, z2 = jnp.split(self.projector(h, train=True, axis_name=bn), 2)
+    z1, z2 = self.project_two_views(batch, axis_name)
     sim, var, cov = self.weights
     loss = losses.vicreg(z1, z2, sim_weight=sim, var_weight=var, cov_weight=cov, axis_name=axis_name)
     return loss, common.view_metrics(z1, z2, axis_name)
