@@ -10,7 +10,6 @@ concatenated global batch:
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
