@@ -162,9 +162,9 @@ class CLIP(common.ImageMethod):
 
   def class_embeddings(self) -> jax.Array:
     """One unit vector per class: the mean of its normalised caption embeddings (CLIP's ensembling)."""
-    e = common.l2_normalize(self.caption_embeddings())
+    e = losses.l2_normalize(self.caption_embeddings())
     e = e.reshape(self.num_classes, self.num_templates, -1).mean(axis=1)
-    return common.l2_normalize(e)
+    return losses.l2_normalize(e)
 
   def _pair_loss(self, img, txt, axis_name):
     return losses.clip_loss(img, txt, logit_scale=self.logit_scale(), axis_name=axis_name,
@@ -186,7 +186,7 @@ class CLIP(common.ImageMethod):
     txt = table[labels * self.num_templates + pick]
     loss = self._pair_loss(img, txt, axis_name)
     classes = jax.lax.stop_gradient(
-        common.l2_normalize(table).reshape(self.num_classes, self.num_templates, -1).mean(1))
+        losses.l2_normalize(table).reshape(self.num_classes, self.num_templates, -1).mean(1))
     hits = jnp.argmax(jax.lax.stop_gradient(img) @ classes.T, axis=-1) == labels
     metrics = dict(
         zero_shot_top1=common.global_mean(jnp.mean(hits.astype(jnp.float32)), axis_name),
@@ -201,7 +201,7 @@ class CLIP(common.ImageMethod):
     ``logit_scale * cos(image, class prompt)`` (plus the bias for SigLIP); the argmax is the predicted
     class.
     """
-    img = common.l2_normalize(self.image_proj(self.features(images)).astype(jnp.float32))
+    img = losses.l2_normalize(self.image_proj(self.features(images)).astype(jnp.float32))
     logits = self.logit_scale() * img @ self.class_embeddings().T
     if self.sigmoid:
       logits = logits + self.logit_bias[...]

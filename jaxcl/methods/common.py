@@ -80,10 +80,6 @@ def resize_images(images: jax.Array, size: int) -> jax.Array:
   return jax.image.resize(images.astype(jnp.float32), (b, size, size, c), "bilinear")
 
 
-def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
-
-
 def global_mean(x: jax.Array, axis_name: str | None) -> jax.Array:
   """Mean of a per-device scalar over devices (exact global mean when every device has equal rows)."""
   return x if axis_name is None else jax.lax.pmean(x, axis_name)

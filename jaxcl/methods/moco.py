@@ -75,13 +75,13 @@ class MoCoV2(MomentumMethod):
     dim = int(mcfg.proj_out_dim)
     # The queue starts as random unit vectors (He et al. 2020's code).
     init = jax.random.normal(rngs.params(), (int(mcfg.queue_size), dim), jnp.float32)
-    self.queue = Queue(common.l2_normalize(init))
+    self.queue = Queue(losses.l2_normalize(init))
     self.keys = Stash(jnp.zeros((batch, dim), jnp.float32))
 
   def loss(self, batch, *, axis_name=None):
     v1, v2 = common.two_views(self.recipe, batch)
     q, _ = self.online(v1, axis_name=axis_name)
-    k = common.l2_normalize(self.target(v2, axis_name=axis_name))
+    k = losses.l2_normalize(self.target(v2, axis_name=axis_name))
     queue = jax.lax.stop_gradient(self.queue[...])
     loss = losses.moco_infonce(q, k, queue, temperature=self.temperature, axis_name=axis_name)
     self.keys[...] = k
