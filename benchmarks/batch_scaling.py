@@ -30,7 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxcl import experiment, parallel, train  # noqa: E402
+from jaxcl import experiment  # noqa: E402
+from jaxcl.train import mesh as parallel  # noqa: E402
 from jaxcl.data import DataInfo  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +50,7 @@ def measure(batch: int, chunks: int, *, encoder: str, iters: int) -> dict:
   mesh = parallel.make_mesh()
   info = DataInfo(image_shape=(32, 32, 1), num_classes=10, class_names=tuple("0123456789"),
                   num_train=1257, num_test=540)
-  setup = train.Setup(c, mesh, info=info)
+  setup = experiment.build_setup(c, mesh, info)
   step = setup.step_fn()
   state = setup.init_state()
   rng = np.random.default_rng(0)

@@ -74,7 +74,7 @@ def measure(cfg, *, num_workers: int, global_batch_size: int, batches: int, warm
 
 def measure_train(data_dir: str, *, steps: int) -> dict:
   """images/s of a short SimCLR + SmallCNN run on digits through jaxcl.train (excludes compile)."""
-  from jaxcl import experiment, train  # pylint: disable=g-import-not-at-top
+  from jaxcl import experiment  # pylint: disable=g-import-not-at-top
   c = experiment.base(method="simclr", dataset="digits", encoder="small_cnn", recipe="simclr",
                       crop_size=32, batch_size=256, steps=steps)
   experiment.smoke(c, batch_size=256, steps=steps)
@@ -82,8 +82,8 @@ def measure_train(data_dir: str, *, steps: int) -> dict:
   c.data.read_threads = 2
   c.data.prefetch_buffer_size = 4
   with tempfile.TemporaryDirectory() as workdir:
-    result = train.train_and_evaluate(c, workdir)
-  return {"source": "measured: jaxcl.train.train_and_evaluate, simclr + small_cnn, digits 32 px, "
+    result = experiment.train_and_evaluate(c, workdir)
+  return {"source": "measured: jaxcl.experiment.train_and_evaluate, simclr + small_cnn, digits 32 px, "
                     f"global batch 256, {steps} steps",
           "images_per_second": float(result["images_per_second"])}
 

@@ -4,7 +4,7 @@
 
 Measures, on whatever devices JAX sees (CPU here; the same script on a GPU/TPU):
 
-* ``step``: the whole jitted, donated train step of ``jaxcl.train_step`` (augmentation, forward,
+* ``step``: the whole jitted, donated train step of ``jaxcl.train.step`` (augmentation, forward,
   backward, NT-Xent, LARS update), images/s = batch / median step time;
 * the same work as separately jitted pieces, to split its time: ``augment`` (two SimCLR views of the
   batch), ``forward_backward`` (encoder + projector forward and backward on precomputed views, loss
@@ -31,7 +31,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from jaxcl import experiment, losses, parallel, train  # noqa: E402
+from jaxcl import experiment, losses  # noqa: E402
+from jaxcl.train import mesh as parallel  # noqa: E402
 from jaxcl.data import DataInfo  # noqa: E402
 from jaxcl.methods import common  # noqa: E402
 
@@ -67,7 +68,7 @@ def main(argv=None):
   # Random uint8 images of CIFAR's shape: no dataset needed.
   info = DataInfo(image_shape=(32, 32, 3), num_classes=10, class_names=tuple("0123456789"),
                   num_train=50_000, num_test=10_000)
-  setup = train.Setup(c, mesh, info=info)
+  setup = experiment.build_setup(c, mesh, info)
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, (args.batch,), dtype=np.int32)

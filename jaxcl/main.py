@@ -48,8 +48,8 @@ def _usage_error(message: str) -> None:
 
 
 def _start_distributed() -> None:
-  from jaxcl import parallel  # pylint: disable=g-import-not-at-top
-  parallel.initialize_distributed(coordinator_address=_COORDINATOR.value,
+  from jaxcl.train import mesh  # pylint: disable=g-import-not-at-top
+  mesh.initialize_distributed(coordinator_address=_COORDINATOR.value,
                                   num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
                                   auto=_DISTRIBUTED.value)
 
@@ -58,8 +58,8 @@ def _train() -> None:
   if _CONFIG.value is None or not _WORKDIR.value:
     _usage_error("train needs --config and --workdir.")
   _start_distributed()
-  from jaxcl import train  # pylint: disable=g-import-not-at-top
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  from jaxcl import experiment  # pylint: disable=g-import-not-at-top
+  experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 def _config_from_workdir(workdir: str):
@@ -75,9 +75,9 @@ def _eval() -> None:
   if not _WORKDIR.value:
     _usage_error("eval needs --workdir.")
   _start_distributed()
-  from jaxcl import train  # pylint: disable=g-import-not-at-top
+  from jaxcl import experiment  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value if _CONFIG.value is not None else _config_from_workdir(_WORKDIR.value)
-  train.evaluate_checkpoint(config, _WORKDIR.value, step=_STEP.value)
+  experiment.evaluate_checkpoint(config, _WORKDIR.value, step=_STEP.value)
 
 
 def _prepare_data(names: list[str]) -> None:

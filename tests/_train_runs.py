@@ -21,7 +21,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from jaxcl import checkpoint, experiment, train
+from jaxcl import experiment
+from jaxcl.train import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "_train_worker.py")
@@ -47,7 +48,7 @@ def train_here(workdir: str) -> dict:
   c = experiment.load_config_file(CONFIG, "smoke")
   c.steps = STEPS
   c.train.checkpoint_every = EVERY
-  return train.train_and_evaluate(c, workdir)
+  return experiment.train_and_evaluate(c, workdir)
 
 
 def keep_checkpoints_up_to(workdir, step: int) -> None:

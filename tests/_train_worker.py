@@ -66,14 +66,14 @@ class _HangingIterator:
 
 
 def _install_step_hang(step: int, marker: str) -> None:
-  from jaxcl import train  # pylint: disable=g-import-not-at-top
+  from jaxcl import experiment  # pylint: disable=g-import-not-at-top
 
-  original = train.data_iterator
+  original = experiment.run.data_iterator
 
   def data_iterator(config, *, start_state=None):
     return _HangingIterator(original(config, start_state=start_state), step, marker)
 
-  train.data_iterator = data_iterator
+  experiment.run.data_iterator = data_iterator
 
 
 def main() -> None:

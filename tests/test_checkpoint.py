@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcl import checkpoint
+from jaxcl.train import checkpoint
 
 
 def _state(mesh, value):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from jaxcl import config_validation, experiment
+from jaxcl import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -30,11 +30,11 @@ def test_config_is_documented_locked_and_valid(path):
     c.optim.lrr = 1.0  # a misspelt field is an error, not a silent no-op
   assert c.method.name in name
   # Full configs of datasets that are not prepared here are checked without touching the data.
-  config_validation.validate(c, num_devices=8, check_data=c.data.name == "digits")
+  experiment.validate(c, num_devices=8, check_data=c.data.name == "digits")
   smoke = experiment.load_config_file(path, "smoke")
   assert smoke.steps <= 5 and smoke.batch_size <= 32 and smoke.data.name == "digits"
   assert smoke.method.name == c.method.name
-  config_validation.validate(smoke, num_devices=8)
+  experiment.validate(smoke, num_devices=8)
 
 
 def test_unknown_config_argument_is_an_error():

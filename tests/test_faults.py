@@ -13,7 +13,7 @@ import numpy as np
 from _train_runs import (EVERY, STEPS, Worker, assert_same_state, final_state, reference,
                          reference_workdir, tmp_checkpoints)
 
-from jaxcl import checkpoint
+from jaxcl.train import checkpoint
 
 
 def _complete_steps(workdir) -> list[int]:

@@ -16,7 +16,7 @@ import pytest
 from _train_runs import (EVERY, STEPS, Worker, assert_same_state, final_state, free_port,
                          keep_checkpoints_up_to, reference, reference_workdir, train_here)
 
-from jaxcl import parallel
+from jaxcl.train import mesh as parallel
 
 
 def _metric_lines(workdir) -> list[dict]:

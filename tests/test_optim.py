@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcl import optim
+from jaxcl.train import optim
 
 
 def _cfg(**kw):

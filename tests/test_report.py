@@ -54,7 +54,7 @@ def test_metrics_writer_resume_and_disabled(tmp_path):
 
 def test_progress_bar_shows_loss_and_rate(monkeypatch):
   times = iter([0.0, 1.0, 2.0])
-  monkeypatch.setattr(report.time, "perf_counter", lambda: next(times))
+  monkeypatch.setattr(report.progress.time, "perf_counter", lambda: next(times))
   stream = io.StringIO()
   bar = report.ProgressBar(100, batch_size=64, initial_step=10, file=stream)
   bar.update(11, loss=3.0)

@@ -11,7 +11,7 @@ import shutil
 from _train_runs import (EVERY, STEPS, Worker, assert_same_state, final_state,
                          keep_checkpoints_up_to, reference, reference_workdir, saved_mesh_shape)
 
-from jaxcl import checkpoint
+from jaxcl.train import checkpoint
 
 
 def _checkpoint_at_step_2(tmp_path_factory, dest: str) -> None:

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcl import checkpoint, experiment, train
+from jaxcl import experiment, train
+from jaxcl.train import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,18 +45,18 @@ def metrics(workdir):
 def test_bad_config_fails_before_anything_is_built(field, value, match, tmp_path, monkeypatch):
   def no_build(*args, **kwargs):
     raise AssertionError("the method was built (and would be compiled) before validation")
-  monkeypatch.setattr(train, "Setup", no_build)
+  monkeypatch.setattr(experiment.run, "build_setup", no_build)
   with pytest.raises(ValueError, match=match):
-    train.train_and_evaluate(smoke_config(**{field: value}), str(tmp_path))
+    experiment.train_and_evaluate(smoke_config(**{field: value}), str(tmp_path))
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
   overrides = {"steps": 4, "train.checkpoint_every": 2}
   whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
-  train.train_and_evaluate(smoke_config(**overrides), whole)
-  stopped = train.train_and_evaluate(smoke_config(**overrides, **{"train.stop_at": 2}), parts)
+  experiment.train_and_evaluate(smoke_config(**overrides), whole)
+  stopped = experiment.train_and_evaluate(smoke_config(**overrides, **{"train.stop_at": 2}), parts)
   assert stopped["step"] == 2
-  resumed = train.train_and_evaluate(smoke_config(**overrides), parts)
+  resumed = experiment.train_and_evaluate(smoke_config(**overrides), parts)
   assert resumed["step"] == 4
   a, b = final_state(whole), final_state(parts)
   assert int(a["step"]) == int(b["step"]) == 4
@@ -80,7 +81,7 @@ def _exploding(**kw):
 
 def test_divergence_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
   with pytest.raises(train.NonFiniteError, match=r"step 2 .*last good checkpoint is step 1"):
-    train.train_and_evaluate(_exploding(), str(tmp_path))
+    experiment.train_and_evaluate(_exploding(), str(tmp_path))
   ckpt = checkpoint.Checkpointer(os.path.join(str(tmp_path), "checkpoints"))
   assert ckpt.all_steps() == [1]
   state = ckpt.restore_arrays()
@@ -88,7 +89,7 @@ def test_divergence_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_divergence_guard_skip_keeps_state_finite(tmp_path):
-  result = train.train_and_evaluate(_exploding(**{"train.on_nonfinite": "skip"}), str(tmp_path))
+  result = experiment.train_and_evaluate(_exploding(**{"train.on_nonfinite": "skip"}), str(tmp_path))
   assert result["step"] == 4
   state = final_state(str(tmp_path))
   assert int(state["guard"]["nonfinite_count"]) == 3
@@ -119,3 +120,23 @@ def test_cli_user_errors_are_one_line_messages(tmp_path, capsys):
   with pytest.raises(SystemExit):
     main.run(["jaxcl", "eval", "--config", config, "--workdir", str(tmp_path / "none")])
   assert "no complete checkpoint" in capsys.readouterr().err
+
+
+def test_readme_training_from_python_runs(tmp_path, monkeypatch):
+  """The README's "train without a config file" snippet, shrunk to 2 steps of 16 images."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, "README.md")) as f:
+    readme = f.read()
+  start = readme.index("```python\n", readme.index("so a notebook can train without a config file"))
+  code = readme[start + len("```python\n"):readme.index("```", start + 10)]
+  shrunk = (code.replace("steps, batch = 300, 256", "steps, batch = 2, 16")
+            .replace('"configs/simclr_digits.py"', '"configs/simclr_digits.py", "smoke"')
+            .replace("/tmp/run", str(tmp_path)))
+  assert shrunk.count(str(tmp_path)) == 2 and "steps, batch = 2, 16" in shrunk
+  monkeypatch.chdir(root)
+  namespace = {}
+  exec(compile(shrunk, "README.md", "exec"), namespace)  # noqa: S102
+  run = namespace["run"]
+  assert int(run.state["step"]) == 2 and np.isfinite(run.metrics["loss"])
+  images = np.zeros((8, 32, 32, 1), np.float32)
+  assert namespace["features"](images).shape[0] == 8

@@ -8,8 +8,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxcl import data, experiment, methods, parallel
-from jaxcl.train_step import make_train_step
+from jaxcl import data, experiment, methods
+from jaxcl.train import mesh as parallel
+from jaxcl.train import make_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

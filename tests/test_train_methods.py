@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcl import checkpoint, experiment, methods, train
+from jaxcl import experiment, methods
+from jaxcl.train import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,7 +25,7 @@ def method_smoke_config(name):
 
 @pytest.mark.parametrize("name", methods.NAMES)
 def test_every_method_trains_on_8_devices(name, tmp_path, devices):
-  result = train.train_and_evaluate(method_smoke_config(name), str(tmp_path))
+  result = experiment.train_and_evaluate(method_smoke_config(name), str(tmp_path))
   assert result["step"] == 2
   assert np.isfinite(result["loss"]) and np.isfinite(result["grad_norm"])
   assert result["update_norm"] > 0

@@ -16,7 +16,7 @@ precision, which on TPU (and on GPU with TF32) rounds float32 products; wrap the
 """
 
 # A helper, not an objective (so not in __all__, which lists what the tests cover as losses).
-from jaxcl.losses._ops import l2_normalize  # noqa: F401
+from jaxcl.losses.ops import l2_normalize  # noqa: F401
 from jaxcl.losses.contrastive import clip_loss, info_nce, moco_infonce, nt_xent
 from jaxcl.losses.debiased import dcl, hard_negative_nt_xent
 from jaxcl.losses.metric_learning import (

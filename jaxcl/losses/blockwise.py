@@ -28,8 +28,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxcl.losses import _checks
-from jaxcl.losses import _ops
+from jaxcl.losses import checks
+from jaxcl.losses import ops
 from jaxcl.losses import blockwise_core as core
 
 __all__ = ["nt_xent", "info_nce", "clip_loss", "sigmoid_loss"]
@@ -37,8 +37,8 @@ __all__ = ["nt_xent", "info_nce", "clip_loss", "sigmoid_loss"]
 
 def _embed(x: jax.typing.ArrayLike, name: str, axis_name) -> jax.Array:
   """Validates ``x`` ([N, D] float) and returns its rows L2-normalised, in float32."""
-  _checks.embeddings(x, name, axis_name=axis_name)
-  return _ops.l2_normalize(jnp.asarray(x).astype(jnp.float32))
+  checks.embeddings(x, name, axis_name=axis_name)
+  return ops.l2_normalize(jnp.asarray(x).astype(jnp.float32))
 
 
 def _compute_dtype(*xs) -> jnp.dtype:
@@ -62,7 +62,7 @@ def _untile(x: jax.Array, rows: int) -> jax.Array:
 
 
 def _spec(kind: str, num_rows: int, block_size: int, axis_name, **flags) -> core.Spec:
-  _checks.block_size(block_size)
+  checks.block_size(block_size)
   if block_size is None:
     raise ValueError("block_size must be a positive int for the blockwise losses, got None.")
   block = min(int(block_size), num_rows)
@@ -71,7 +71,7 @@ def _spec(kind: str, num_rows: int, block_size: int, axis_name, **flags) -> core
 
 
 def _scalar(x, axis_name) -> jax.Array:
-  return core._varying(jnp.asarray(x, jnp.float32), axis_name)
+  return core.varying(jnp.asarray(x, jnp.float32), axis_name)
 
 
 def _psum(x: jax.Array, axis_name) -> jax.Array:
@@ -110,8 +110,8 @@ def nt_xent(
   Returns:
     The scalar loss of the global batch (the same on every device).
   """
-  _checks.same_shape(jnp.asarray(z1), jnp.asarray(z2), "z1", "z2")
-  _checks.positive(temperature, "temperature")
+  checks.same_shape(jnp.asarray(z1), jnp.asarray(z2), "z1", "z2")
+  checks.positive(temperature, "temperature")
   dtype = _compute_dtype(z1, z2)
   u, v = _embed(z1, "z1", axis_name), _embed(z2, "z2", axis_name)
   z = jnp.concatenate([u, v])
@@ -147,8 +147,8 @@ def info_nce(
   Returns:
     The scalar loss of the global batch.
   """
-  _checks.same_shape(jnp.asarray(query), jnp.asarray(key), "query", "key")
-  _checks.positive(temperature, "temperature")
+  checks.same_shape(jnp.asarray(query), jnp.asarray(key), "query", "key")
+  checks.positive(temperature, "temperature")
   dtype = _compute_dtype(query, key)
   q, k = _embed(query, "query", axis_name), _embed(key, "key", axis_name)
   spec = _spec("lse", q.shape[0], block_size, axis_name)
@@ -184,8 +184,8 @@ def clip_loss(
   Returns:
     The scalar loss of the global batch.
   """
-  _checks.same_shape(jnp.asarray(a), jnp.asarray(b), "a", "b")
-  _checks.positive(logit_scale, "logit_scale")
+  checks.same_shape(jnp.asarray(a), jnp.asarray(b), "a", "b")
+  checks.positive(logit_scale, "logit_scale")
   dtype = _compute_dtype(a, b)
   u, v = _embed(a, "a", axis_name), _embed(b, "b", axis_name)
   spec = _spec("lse", u.shape[0], block_size, axis_name, cols=True)
@@ -225,8 +225,8 @@ def sigmoid_loss(
   Returns:
     The scalar loss of the global batch.
   """
-  _checks.same_shape(jnp.asarray(a), jnp.asarray(b), "a", "b")
-  _checks.positive(logit_scale, "logit_scale")
+  checks.same_shape(jnp.asarray(a), jnp.asarray(b), "a", "b")
+  checks.positive(logit_scale, "logit_scale")
   dtype = _compute_dtype(a, b)
   u, v = _embed(a, "a", axis_name), _embed(b, "b", axis_name)
   spec = _spec("sigmoid", u.shape[0], block_size, axis_name, rows=False)

@@ -55,23 +55,21 @@ class Spec:
   axis_name: Hashable | None
 
 
-def _varying(x, axis_name):
-  """Marks ``x`` as device-varying over ``axis_name`` (no-op if it already is, or not sharded).
+def varying(x, axis_name):
+  """Makes ``x`` device-varying over ``axis_name`` (values unchanged; no-op outside ``shard_map``).
 
   Loop carries inside ``shard_map`` must keep one varying-ness; a replicated scalar fed into the
-  custom_vjp is made varying so that its per-device cotangent is summed by the transpose of pcast.
+  custom_vjp is made varying so that its per-device cotangent is summed over devices. Adding a zero
+  that varies (``axis_index * 0``) does this with public API only: JAX inserts the invariant ->
+  varying cast itself (its transpose is the psum) where ``x`` is replicated, and adds an exact zero
+  where it already varies, so the code never needs to ask which one ``x`` is.
   """
   if axis_name is None:
     return x
   axes = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+  zero = sum(jax.lax.axis_index(a) for a in axes) * 0
 
-  def one(leaf):
-    mat = getattr(jax.typeof(leaf), "mat", None)
-    have = mat.varying if mat is not None else frozenset()
-    missing = tuple(a for a in axes if a not in have)
-    return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
-
-  return jax.tree.map(one, x)
+  return jax.tree.map(lambda leaf: leaf + zero.astype(leaf.dtype), x)
 
 
 def _ring(axis_name):
@@ -209,7 +207,7 @@ def _forward(spec: Spec, a, b, scale, bias):
     col_acc = (stat(NEG), stat(0.0)) if spec.cols else None
   else:
     row_acc, col_acc = jnp.zeros((), jnp.float32), None
-  row_acc, col_acc = _varying((row_acc, col_acc), spec.axis_name)
+  row_acc, col_acc = varying((row_acc, col_acc), spec.axis_name)
 
   def compute(t, b_blk, row_acc, col_acc):
     # Step t holds the block that started on device (me - t): it is ours at t == 0.
@@ -247,9 +245,9 @@ def _backward(spec: Spec, a, b, scale, bias, out, g):
   else:
     row_in, col_in = g, None
   zeros = jnp.zeros(a.shape, jnp.float32)
-  local = _varying((zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), spec.axis_name)
+  local = varying((zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), spec.axis_name)
   da, dscale, dbias = local
-  db = _varying(zeros, spec.axis_name)
+  db = varying(zeros, spec.axis_name)
 
   def compute(t, b_blk, col_in, db, da, dscale, dbias):
     return _block_backward(

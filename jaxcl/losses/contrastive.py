@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcl.losses import _checks, _collective, _ops
+from jaxcl.losses import checks, collective, ops
 
 
 def _blockwise():
@@ -62,18 +62,18 @@ def nt_xent(
   Returns:
     Scalar float32 loss of the global batch.
   """
-  x1 = _checks.embeddings(z1, "z1", axis_name=axis_name)
-  x2 = _checks.embeddings(z2, "z2", axis_name=axis_name)
-  _checks.same_shape(x1, x2, "z1", "z2")
-  _checks.positive(temperature, "temperature")
-  _checks.block_size(block_size)
+  x1 = checks.embeddings(z1, "z1", axis_name=axis_name)
+  x2 = checks.embeddings(z2, "z2", axis_name=axis_name)
+  checks.same_shape(x1, x2, "z1", "z2")
+  checks.positive(temperature, "temperature")
+  checks.block_size(block_size)
   if block_size is not None:
     return _blockwise().nt_xent(
         z1, z2, temperature=temperature, block_size=block_size, axis_name=axis_name
     )
-  logits, positive, is_self, _ = _ops.two_view_logits(x1, x2, temperature, axis_name)
-  per_anchor = _ops.cross_entropy(logits, positive, ~is_self)
-  return _collective.psum(jnp.sum(per_anchor), axis_name) / logits.shape[1]
+  logits, positive, is_self, _ = ops.two_view_logits(x1, x2, temperature, axis_name)
+  per_anchor = ops.cross_entropy(logits, positive, ~is_self)
+  return collective.psum(jnp.sum(per_anchor), axis_name) / logits.shape[1]
 
 
 def info_nce(
@@ -99,21 +99,21 @@ def info_nce(
   Returns:
     Scalar float32 loss of the global batch.
   """
-  q = _checks.embeddings(query, "query", axis_name=axis_name)
-  k = _checks.embeddings(key, "key", axis_name=axis_name)
-  _checks.same_shape(q, k, "query", "key")
-  _checks.positive(temperature, "temperature")
-  _checks.block_size(block_size)
+  q = checks.embeddings(query, "query", axis_name=axis_name)
+  k = checks.embeddings(key, "key", axis_name=axis_name)
+  checks.same_shape(q, k, "query", "key")
+  checks.positive(temperature, "temperature")
+  checks.block_size(block_size)
   if block_size is not None:
     return _blockwise().info_nce(
         query, key, temperature=temperature, block_size=block_size, axis_name=axis_name
     )
   n = q.shape[0]
-  keys = _collective.gather(_ops.l2_normalize(k), axis_name)
-  logits = _ops.l2_normalize(q) @ keys.T / temperature
-  positive = jnp.arange(n) + _collective.row_offset(n, axis_name)
-  per_query = _ops.cross_entropy(logits, positive)
-  return _collective.psum(jnp.sum(per_query), axis_name) / keys.shape[0]
+  keys = collective.gather(ops.l2_normalize(k), axis_name)
+  logits = ops.l2_normalize(q) @ keys.T / temperature
+  positive = jnp.arange(n) + collective.row_offset(n, axis_name)
+  per_query = ops.cross_entropy(logits, positive)
+  return collective.psum(jnp.sum(per_query), axis_name) / keys.shape[0]
 
 
 def clip_loss(
@@ -140,23 +140,23 @@ def clip_loss(
   Returns:
     Scalar float32 loss of the global batch.
   """
-  x = _checks.embeddings(a, "a", axis_name=axis_name)
-  y = _checks.embeddings(b, "b", axis_name=axis_name)
-  _checks.same_shape(x, y, "a", "b")
-  _checks.positive(logit_scale, "logit_scale")
-  _checks.block_size(block_size)
+  x = checks.embeddings(a, "a", axis_name=axis_name)
+  y = checks.embeddings(b, "b", axis_name=axis_name)
+  checks.same_shape(x, y, "a", "b")
+  checks.positive(logit_scale, "logit_scale")
+  checks.block_size(block_size)
   if block_size is not None:
     return _blockwise().clip_loss(
         a, b, logit_scale=logit_scale, block_size=block_size, axis_name=axis_name
     )
   n = x.shape[0]
   scale = jnp.asarray(logit_scale, jnp.float32)
-  xa, yb = _ops.l2_normalize(x), _ops.l2_normalize(y)
-  all_a, all_b = _collective.gather(xa, axis_name), _collective.gather(yb, axis_name)
-  positive = jnp.arange(n) + _collective.row_offset(n, axis_name)
-  a_to_b = _ops.cross_entropy(scale * xa @ all_b.T, positive)
-  b_to_a = _ops.cross_entropy(scale * yb @ all_a.T, positive)
-  total = _collective.psum(jnp.sum(a_to_b) + jnp.sum(b_to_a), axis_name)
+  xa, yb = ops.l2_normalize(x), ops.l2_normalize(y)
+  all_a, all_b = collective.gather(xa, axis_name), collective.gather(yb, axis_name)
+  positive = jnp.arange(n) + collective.row_offset(n, axis_name)
+  a_to_b = ops.cross_entropy(scale * xa @ all_b.T, positive)
+  b_to_a = ops.cross_entropy(scale * yb @ all_a.T, positive)
+  total = collective.psum(jnp.sum(a_to_b) + jnp.sum(b_to_a), axis_name)
   return total / (2 * all_a.shape[0])
 
 
@@ -185,17 +185,17 @@ def moco_infonce(
   Returns:
     Scalar float32 loss of the global batch.
   """
-  qq = _checks.embeddings(q, "q", axis_name=axis_name)
-  kk = _checks.embeddings(k, "k", axis_name=axis_name)
-  _checks.same_shape(qq, kk, "q", "k")
-  negs = _checks.as_float(queue, "queue")
+  qq = checks.embeddings(q, "q", axis_name=axis_name)
+  kk = checks.embeddings(k, "k", axis_name=axis_name)
+  checks.same_shape(qq, kk, "q", "k")
+  negs = checks.as_float(queue, "queue")
   if negs.ndim != 2 or negs.shape[0] < 1:
     raise ValueError(f"queue must have shape [queue_size >= 1, dim], got {tuple(negs.shape)}.")
-  _checks.same_dim(qq, negs, "q", "queue")
-  _checks.positive(temperature, "temperature")
-  qn, kn = _ops.l2_normalize(qq), _ops.l2_normalize(kk)
-  negatives = _collective.gather(_ops.l2_normalize(negs), axis_name)
+  checks.same_dim(qq, negs, "q", "queue")
+  checks.positive(temperature, "temperature")
+  qn, kn = ops.l2_normalize(qq), ops.l2_normalize(kk)
+  negatives = collective.gather(ops.l2_normalize(negs), axis_name)
   positive_logit = jnp.sum(qn * kn, axis=-1, keepdims=True) / temperature
   logits = jnp.concatenate([positive_logit, qn @ negatives.T / temperature], axis=-1)
-  per_query = _ops.cross_entropy(logits, jnp.zeros(qq.shape[0], jnp.int32))
-  return _collective.global_mean(per_query, axis_name)
+  per_query = ops.cross_entropy(logits, jnp.zeros(qq.shape[0], jnp.int32))
+  return collective.global_mean(per_query, axis_name)

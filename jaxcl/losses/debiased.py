@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcl.losses import _checks, _collective, _ops
+from jaxcl.losses import checks, collective, ops
 
 
 def dcl(
@@ -42,23 +42,23 @@ def dcl(
   Returns:
     Scalar float32 loss of the global batch.
   """
-  x1 = _checks.embeddings(z1, "z1", axis_name=axis_name)
-  x2 = _checks.embeddings(z2, "z2", axis_name=axis_name)
-  _checks.same_shape(x1, x2, "z1", "z2")
-  _checks.positive(temperature, "temperature")
+  x1 = checks.embeddings(z1, "z1", axis_name=axis_name)
+  x2 = checks.embeddings(z2, "z2", axis_name=axis_name)
+  checks.same_shape(x1, x2, "z1", "z2")
+  checks.positive(temperature, "temperature")
   if weight_sigma is not None:
-    _checks.positive(weight_sigma, "weight_sigma")
-  logits, positive, _, is_negative = _ops.two_view_logits(x1, x2, temperature, axis_name)
+    checks.positive(weight_sigma, "weight_sigma")
+  logits, positive, _, is_negative = ops.two_view_logits(x1, x2, temperature, axis_name)
   positive_logit = jnp.take_along_axis(logits, positive[:, None], axis=-1)[:, 0]
   if weight_sigma is not None:
     # Pair similarity from the logits (t * logit = cos) so both views share one weight.
     pair_cos = positive_logit[: x1.shape[0]] * temperature
-    log_norm = jax.nn.logsumexp(_collective.gather(pair_cos, axis_name) / weight_sigma)
+    log_norm = jax.nn.logsumexp(collective.gather(pair_cos, axis_name) / weight_sigma)
     big_n = logits.shape[1] // 2
     weight = 2.0 - big_n * jnp.exp(pair_cos / weight_sigma - log_norm)
     positive_logit = positive_logit * jnp.concatenate([weight, weight])
-  per_anchor = _ops.masked_logsumexp(logits, is_negative) - positive_logit
-  return _collective.psum(jnp.sum(per_anchor), axis_name) / logits.shape[1]
+  per_anchor = ops.masked_logsumexp(logits, is_negative) - positive_logit
+  return collective.psum(jnp.sum(per_anchor), axis_name) / logits.shape[1]
 
 
 def hard_negative_nt_xent(
@@ -89,20 +89,20 @@ def hard_negative_nt_xent(
   Returns:
     Scalar float32 loss of the global batch.
   """
-  x1 = _checks.embeddings(z1, "z1", axis_name=axis_name)
-  x2 = _checks.embeddings(z2, "z2", axis_name=axis_name)
-  _checks.same_shape(x1, x2, "z1", "z2")
-  _checks.positive(temperature, "temperature")
-  _checks.in_range(beta, "beta", 0.0, float("inf"))
-  _checks.in_range(tau_plus, "tau_plus", 0.0, 1.0)
-  logits, positive, _, is_negative = _ops.two_view_logits(x1, x2, temperature, axis_name)
+  x1 = checks.embeddings(z1, "z1", axis_name=axis_name)
+  x2 = checks.embeddings(z2, "z2", axis_name=axis_name)
+  checks.same_shape(x1, x2, "z1", "z2")
+  checks.positive(temperature, "temperature")
+  checks.in_range(beta, "beta", 0.0, float("inf"))
+  checks.in_range(tau_plus, "tau_plus", 0.0, 1.0)
+  logits, positive, _, is_negative = ops.two_view_logits(x1, x2, temperature, axis_name)
   num_neg = logits.shape[1] - 2
   log_pos = jnp.take_along_axis(logits, positive[:, None], axis=-1)[:, 0]
   # log of the importance-reweighted negative mass M * E_w[neg].
   log_reweighted = (
       jnp.log(num_neg)
-      + _ops.masked_logsumexp((1.0 + beta) * logits, is_negative)
-      - _ops.masked_logsumexp(beta * logits, is_negative)
+      + ops.masked_logsumexp((1.0 + beta) * logits, is_negative)
+      - ops.masked_logsumexp(beta * logits, is_negative)
   )
   # log(reweighted - tau_plus * M * pos), -inf where the debiased estimate is not positive.
   # (log(0) = -inf when tau_plus = 0, which leaves the reweighted mass unchanged.)
@@ -115,4 +115,4 @@ def hard_negative_nt_xent(
       log_debiased - jnp.log1p(-tau_plus), jnp.log(num_neg) - 1.0 / temperature
   )
   per_anchor = jax.nn.softplus(log_ng - log_pos)
-  return _collective.psum(jnp.sum(per_anchor), axis_name) / logits.shape[1]
+  return collective.psum(jnp.sum(per_anchor), axis_name) / logits.shape[1]

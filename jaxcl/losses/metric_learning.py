@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcl.losses import _checks, _collective, _ops
+from jaxcl.losses import checks, collective, ops
 
 
 def contrastive_margin(
@@ -32,10 +32,10 @@ def contrastive_margin(
   Returns:
     Scalar float32 loss.
   """
-  a = _checks.embeddings(x1, "x1")
-  b = _checks.embeddings(x2, "x2")
-  _checks.same_shape(a, b, "x1", "x2")
-  _checks.positive(margin, "margin")
+  a = checks.embeddings(x1, "x1")
+  b = checks.embeddings(x2, "x2")
+  checks.same_shape(a, b, "x1", "x2")
+  checks.positive(margin, "margin")
   y = jnp.asarray(is_similar)
   if y.shape != (a.shape[0],):
     raise ValueError(f"is_similar must have shape ({a.shape[0]},) (one per pair), got {tuple(y.shape)}.")
@@ -44,7 +44,7 @@ def contrastive_margin(
     raise ValueError(f"is_similar must be bool, integer or float, got dtype {y.dtype}.")
   y = y.astype(a.dtype)
   sq = jnp.sum((a - b) ** 2, axis=-1)
-  dissimilar = jax.nn.relu(margin - _ops.safe_sqrt(sq)) ** 2
+  dissimilar = jax.nn.relu(margin - ops.safe_sqrt(sq)) ** 2
   return jnp.mean(0.5 * (y * sq + (1.0 - y) * dissimilar))
 
 
@@ -64,24 +64,24 @@ def triplet_margin(
   Returns:
     Scalar float32 loss.
   """
-  a = _checks.embeddings(anchor, "anchor")
-  p = _checks.embeddings(positive, "positive")
-  n = _checks.embeddings(negative, "negative")
-  _checks.same_shape(a, p, "anchor", "positive")
-  _checks.same_shape(a, n, "anchor", "negative")
-  _checks.positive(margin, "margin")
-  d_ap = _ops.safe_sqrt(jnp.sum((a - p) ** 2, axis=-1))
-  d_an = _ops.safe_sqrt(jnp.sum((a - n) ** 2, axis=-1))
+  a = checks.embeddings(anchor, "anchor")
+  p = checks.embeddings(positive, "positive")
+  n = checks.embeddings(negative, "negative")
+  checks.same_shape(a, p, "anchor", "positive")
+  checks.same_shape(a, n, "anchor", "negative")
+  checks.positive(margin, "margin")
+  d_ap = ops.safe_sqrt(jnp.sum((a - p) ** 2, axis=-1))
+  d_an = ops.safe_sqrt(jnp.sum((a - n) ** 2, axis=-1))
   return jnp.mean(jax.nn.relu(d_ap - d_an + margin))
 
 
 def _label_masks(x: jax.Array, labels: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
   # Pairwise masks of a batch sharded on an Explicit mesh axis need one replicated side.
-  x = _collective.replicated(x)
-  y = _collective.replicated(_checks.labels(labels, x.shape[0]))
+  x = collective.replicated(x)
+  y = collective.replicated(checks.labels(labels, x.shape[0]))
   same = y[:, None] == y[None, :]
   not_self = ~jnp.eye(x.shape[0], dtype=bool)
-  dist = _ops.safe_sqrt(_ops.pairwise_sq_distances(x, x))
+  dist = ops.safe_sqrt(ops.pairwise_sq_distances(x, x))
   return dist, same & not_self, ~same
 
 
@@ -100,8 +100,8 @@ def batch_hard_triplet(z: ArrayLike, labels: ArrayLike, *, margin: float = 1.0) 
   Returns:
     Scalar float32 loss.
   """
-  x = _checks.embeddings(z, "z")
-  _checks.positive(margin, "margin")
+  x = checks.embeddings(z, "z")
+  checks.positive(margin, "margin")
   dist, is_pos, is_neg = _label_masks(x, labels)
   hardest_pos = jnp.max(jnp.where(is_pos, dist, -jnp.inf), axis=-1)
   hardest_neg = jnp.min(jnp.where(is_neg, dist, jnp.inf), axis=-1)
@@ -126,8 +126,8 @@ def batch_semi_hard_triplet(z: ArrayLike, labels: ArrayLike, *, margin: float = 
   Returns:
     Scalar float32 loss.
   """
-  x = _checks.embeddings(z, "z")
-  _checks.positive(margin, "margin")
+  x = checks.embeddings(z, "z")
+  checks.positive(margin, "margin")
   dist, is_pos, is_neg = _label_masks(x, labels)
   d_ap = dist[:, :, None]  # [a, p, 1]
   d_an = dist[:, None, :]  # [a, 1, n]

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcl.losses import _checks, _collective, _ops
+from jaxcl.losses import checks, collective, ops
 
 
 def alignment(
@@ -28,12 +28,12 @@ def alignment(
   Returns:
     Scalar float32 in [0, 2^alpha].
   """
-  a = _checks.embeddings(z1, "z1", axis_name=axis_name)
-  b = _checks.embeddings(z2, "z2", axis_name=axis_name)
-  _checks.same_shape(a, b, "z1", "z2")
-  _checks.positive(alpha, "alpha")
-  sq = jnp.sum((_ops.l2_normalize(a) - _ops.l2_normalize(b)) ** 2, axis=-1)
-  return _collective.global_mean(_ops.safe_sqrt(sq) ** alpha, axis_name)
+  a = checks.embeddings(z1, "z1", axis_name=axis_name)
+  b = checks.embeddings(z2, "z2", axis_name=axis_name)
+  checks.same_shape(a, b, "z1", "z2")
+  checks.positive(alpha, "alpha")
+  sq = jnp.sum((ops.l2_normalize(a) - ops.l2_normalize(b)) ** 2, axis=-1)
+  return collective.global_mean(ops.safe_sqrt(sq) ** alpha, axis_name)
 
 
 def uniformity(z: ArrayLike, *, t: float = 2.0, axis_name: str | None = None) -> jax.Array:
@@ -50,18 +50,18 @@ def uniformity(z: ArrayLike, *, t: float = 2.0, axis_name: str | None = None) ->
   Returns:
     Scalar float32.
   """
-  x = _checks.embeddings(z, "z", axis_name=axis_name)
-  _checks.positive(t, "t")
+  x = checks.embeddings(z, "z", axis_name=axis_name)
+  checks.positive(t, "t")
   n = x.shape[0]
-  local = _ops.l2_normalize(x)
-  everyone = _collective.gather(local, axis_name)
+  local = ops.l2_normalize(x)
+  everyone = collective.gather(local, axis_name)
   big_n = everyone.shape[0]
   # On the sphere ||a - b||^2 = 2 - 2 a.b, which avoids cancellation in the expanded form.
   sq = jnp.maximum(2.0 - 2.0 * local @ everyone.T, 0.0)
-  rows = jnp.arange(n) + _collective.row_offset(n, axis_name)
+  rows = jnp.arange(n) + collective.row_offset(n, axis_name)
   # Each unordered pair once: columns strictly after the row.
   upper = jnp.arange(big_n)[None, :] > rows[:, None]
-  local_lse = _ops.masked_logsumexp(jnp.where(upper, -t * sq, -jnp.inf).reshape(-1), None)
+  local_lse = ops.masked_logsumexp(jnp.where(upper, -t * sq, -jnp.inf).reshape(-1), None)
   if axis_name is not None:
     # log-sum-exp across devices: shift by the global max so the psum of exps cannot overflow.
     peak = jax.lax.pmax(jax.lax.stop_gradient(local_lse), axis_name)
@@ -83,7 +83,7 @@ def rankme(z: ArrayLike, *, eps: float = 1e-7, axis_name: str | None = None) -> 
   Returns:
     Scalar float32.
   """
-  x = _collective.gather(_checks.embeddings(z, "z", axis_name=axis_name), axis_name)
+  x = collective.gather(checks.embeddings(z, "z", axis_name=axis_name), axis_name)
   sigma = jnp.linalg.svd(x, compute_uv=False)
   p = sigma / jnp.maximum(jnp.sum(sigma), 1e-30) + eps
   value = jnp.exp(-jnp.sum(p * jnp.log(p)))
@@ -106,10 +106,10 @@ def embedding_std(z: ArrayLike, *, axis_name: str | None = None) -> jax.Array:
   Returns:
     Scalar float32.
   """
-  x = _ops.l2_normalize(_checks.embeddings(z, "z", axis_name=axis_name))
-  rows = x.shape[0] * _collective.axis_size(axis_name)
-  mean = _collective.psum(jnp.sum(x, axis=0), axis_name) / rows
-  var = _collective.psum(jnp.sum((x - mean) ** 2, axis=0), axis_name) / rows
+  x = ops.l2_normalize(checks.embeddings(z, "z", axis_name=axis_name))
+  rows = x.shape[0] * collective.axis_size(axis_name)
+  mean = collective.psum(jnp.sum(x, axis=0), axis_name) / rows
+  var = collective.psum(jnp.sum((x - mean) ** 2, axis=0), axis_name) / rows
   return jnp.mean(jnp.sqrt(var))
 
 
@@ -127,10 +127,10 @@ def positive_top1(a: ArrayLike, b: ArrayLike, *, axis_name: str | None = None) -
   Returns:
     Scalar float32 in [0, 1].
   """
-  x = _checks.embeddings(a, "a", axis_name=axis_name)
-  y = _checks.embeddings(b, "b", axis_name=axis_name)
-  _checks.same_shape(x, y, "a", "b")
+  x = checks.embeddings(a, "a", axis_name=axis_name)
+  y = checks.embeddings(b, "b", axis_name=axis_name)
+  checks.same_shape(x, y, "a", "b")
   n = x.shape[0]
-  scores = _ops.l2_normalize(x) @ _collective.gather(_ops.l2_normalize(y), axis_name).T
-  hits = jnp.argmax(scores, axis=-1) == jnp.arange(n) + _collective.row_offset(n, axis_name)
-  return _collective.global_mean(hits.astype(jnp.float32), axis_name)
+  scores = ops.l2_normalize(x) @ collective.gather(ops.l2_normalize(y), axis_name).T
+  hits = jnp.argmax(scores, axis=-1) == jnp.arange(n) + collective.row_offset(n, axis_name)
+  return collective.global_mean(hits.astype(jnp.float32), axis_name)

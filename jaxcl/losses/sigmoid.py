@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcl.losses import _checks, _collective, _ops
+from jaxcl.losses import checks, collective, ops
 
 
 def sigmoid_loss(
@@ -37,11 +37,11 @@ def sigmoid_loss(
   Returns:
     Scalar float32 loss of the global batch.
   """
-  x = _checks.embeddings(a, "a", axis_name=axis_name)
-  y = _checks.embeddings(b, "b", axis_name=axis_name)
-  _checks.same_shape(x, y, "a", "b")
-  _checks.positive(logit_scale, "logit_scale")
-  _checks.block_size(block_size)
+  x = checks.embeddings(a, "a", axis_name=axis_name)
+  y = checks.embeddings(b, "b", axis_name=axis_name)
+  checks.same_shape(x, y, "a", "b")
+  checks.positive(logit_scale, "logit_scale")
+  checks.block_size(block_size)
   if block_size is not None:
     from jaxcl.losses import blockwise  # on demand: the plain path must not need it
 
@@ -54,12 +54,12 @@ def sigmoid_loss(
         axis_name=axis_name,
     )
   n = x.shape[0]
-  all_b = _collective.gather(_ops.l2_normalize(y), axis_name)
+  all_b = collective.gather(ops.l2_normalize(y), axis_name)
   logits = (
-      jnp.asarray(logit_scale, jnp.float32) * _ops.l2_normalize(x) @ all_b.T
+      jnp.asarray(logit_scale, jnp.float32) * ops.l2_normalize(x) @ all_b.T
       + jnp.asarray(logit_bias, jnp.float32)
   )
-  rows = jnp.arange(n) + _collective.row_offset(n, axis_name)
+  rows = jnp.arange(n) + collective.row_offset(n, axis_name)
   sign = jnp.where(jnp.arange(all_b.shape[0])[None, :] == rows[:, None], 1.0, -1.0)
-  total = _collective.psum(-jnp.sum(jax.nn.log_sigmoid(sign * logits)), axis_name)
+  total = collective.psum(-jnp.sum(jax.nn.log_sigmoid(sign * logits)), axis_name)
   return total / all_b.shape[0]

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcl.losses import _checks, _collective, _ops
+from jaxcl.losses import checks, collective, ops
 
 
 def byol_loss(p: ArrayLike, z: ArrayLike) -> jax.Array:
@@ -26,10 +26,10 @@ def byol_loss(p: ArrayLike, z: ArrayLike) -> jax.Array:
   Returns:
     Scalar float32 loss (the local mean inside ``shard_map``).
   """
-  a = _checks.embeddings(p, "p")
-  b = _checks.embeddings(z, "z")
-  _checks.same_shape(a, b, "p", "z")
-  cos = jnp.sum(_ops.l2_normalize(a) * _ops.l2_normalize(b), axis=-1)
+  a = checks.embeddings(p, "p")
+  b = checks.embeddings(z, "z")
+  checks.same_shape(a, b, "p", "z")
+  cos = jnp.sum(ops.l2_normalize(a) * ops.l2_normalize(b), axis=-1)
   return jnp.mean(2.0 - 2.0 * cos)
 
 
@@ -45,15 +45,15 @@ def negative_cosine(p: ArrayLike, z: ArrayLike) -> jax.Array:
   Returns:
     Scalar float32 loss in [-1, 1] (the local mean inside ``shard_map``).
   """
-  a = _checks.embeddings(p, "p")
-  b = _checks.embeddings(z, "z")
-  _checks.same_shape(a, b, "p", "z")
-  return -jnp.mean(jnp.sum(_ops.l2_normalize(a) * _ops.l2_normalize(b), axis=-1))
+  a = checks.embeddings(p, "p")
+  b = checks.embeddings(z, "z")
+  checks.same_shape(a, b, "p", "z")
+  return -jnp.mean(jnp.sum(ops.l2_normalize(a) * ops.l2_normalize(b), axis=-1))
 
 
 def _global_mean_rows(x: jax.Array, axis_name: str | None) -> tuple[jax.Array, int]:
-  rows = x.shape[0] * _collective.axis_size(axis_name)
-  return _collective.psum(jnp.sum(x, axis=0), axis_name) / rows, rows
+  rows = x.shape[0] * collective.axis_size(axis_name)
+  return collective.psum(jnp.sum(x, axis=0), axis_name) / rows, rows
 
 
 def barlow_twins(
@@ -79,22 +79,22 @@ def barlow_twins(
   Returns:
     Scalar float32 loss of the global batch.
   """
-  x1 = _checks.embeddings(z1, "z1", axis_name=axis_name)
-  x2 = _checks.embeddings(z2, "z2", axis_name=axis_name)
-  _checks.same_shape(x1, x2, "z1", "z2")
-  _checks.in_range(lambda_offdiag, "lambda_offdiag", 0.0, float("inf"))
+  x1 = checks.embeddings(z1, "z1", axis_name=axis_name)
+  x2 = checks.embeddings(z2, "z2", axis_name=axis_name)
+  checks.same_shape(x1, x2, "z1", "z2")
+  checks.in_range(lambda_offdiag, "lambda_offdiag", 0.0, float("inf"))
   if axis_name is None:
-    x1, x2 = _collective.replicated(x1), _collective.replicated(x2)
+    x1, x2 = collective.replicated(x1), collective.replicated(x2)
 
   def standardise(x):
     mean, rows = _global_mean_rows(x, axis_name)
     centred = x - mean
-    var = _collective.psum(jnp.sum(centred * centred, axis=0), axis_name) / rows
+    var = collective.psum(jnp.sum(centred * centred, axis=0), axis_name) / rows
     return centred * jax.lax.rsqrt(var + 1e-5), rows
 
   n1, rows = standardise(x1)
   n2, _ = standardise(x2)
-  c = _collective.psum(n1.T @ n2, axis_name) / rows
+  c = collective.psum(n1.T @ n2, axis_name) / rows
   on_diag = jnp.sum((1.0 - jnp.diagonal(c)) ** 2)
   off_diag = jnp.sum(jnp.where(jnp.eye(c.shape[0], dtype=bool), 0.0, c * c))
   return on_diag + lambda_offdiag * off_diag
@@ -127,20 +127,20 @@ def vicreg(
   Returns:
     Scalar float32 loss of the global batch.
   """
-  x1 = _checks.embeddings(z1, "z1", axis_name=axis_name)
-  x2 = _checks.embeddings(z2, "z2", axis_name=axis_name)
-  _checks.same_shape(x1, x2, "z1", "z2")
+  x1 = checks.embeddings(z1, "z1", axis_name=axis_name)
+  x2 = checks.embeddings(z2, "z2", axis_name=axis_name)
+  checks.same_shape(x1, x2, "z1", "z2")
   for name, w in (("sim_weight", sim_weight), ("var_weight", var_weight), ("cov_weight", cov_weight)):
-    _checks.in_range(w, name, 0.0, float("inf"))
+    checks.in_range(w, name, 0.0, float("inf"))
   if axis_name is None:
-    x1, x2 = _collective.replicated(x1), _collective.replicated(x2)
+    x1, x2 = collective.replicated(x1), collective.replicated(x2)
   dim = x1.shape[1]
   invariance, _ = _global_mean_rows(jnp.mean((x1 - x2) ** 2, axis=1, keepdims=True), axis_name)
 
   def variance_and_covariance(x):
     mean, rows = _global_mean_rows(x, axis_name)
     centred = x - mean
-    cov = _collective.psum(centred.T @ centred, axis_name) / (rows - 1)
+    cov = collective.psum(centred.T @ centred, axis_name) / (rows - 1)
     std = jnp.sqrt(jnp.diagonal(cov) + 1e-4)
     off = jnp.sum(jnp.where(jnp.eye(dim, dtype=bool), 0.0, cov * cov)) / dim
     return jnp.mean(jax.nn.relu(1.0 - std)), off

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcl.losses import _checks, _collective, _ops
+from jaxcl.losses import checks, collective, ops
 
 
 def supcon(
@@ -34,23 +34,23 @@ def supcon(
   Returns:
     Scalar float32 loss of the global batch.
   """
-  x = _checks.embeddings(z, "z", axis_name=axis_name)
-  y = _checks.labels(labels, x.shape[0])
-  _checks.positive(temperature, "temperature")
+  x = checks.embeddings(z, "z", axis_name=axis_name)
+  y = checks.labels(labels, x.shape[0])
+  checks.positive(temperature, "temperature")
   m = x.shape[0]
-  anchors = _ops.l2_normalize(x)
-  candidates = _collective.gather(anchors, axis_name)
-  all_labels = _collective.gather(y, axis_name)
+  anchors = ops.l2_normalize(x)
+  candidates = collective.gather(anchors, axis_name)
+  all_labels = collective.gather(y, axis_name)
   logits = anchors @ candidates.T / temperature
-  rows = jnp.arange(m) + _collective.row_offset(m, axis_name)
+  rows = jnp.arange(m) + collective.row_offset(m, axis_name)
   not_self = jnp.arange(candidates.shape[0])[None, :] != rows[:, None]
-  log_prob = logits - _ops.masked_logsumexp(logits, not_self)[:, None]
+  log_prob = logits - ops.masked_logsumexp(logits, not_self)[:, None]
   is_positive = not_self & (y[:, None] == all_labels[None, :])
   num_positive = jnp.sum(is_positive, axis=-1)
   has_positive = num_positive > 0
   per_anchor = -jnp.sum(jnp.where(is_positive, log_prob, 0.0), axis=-1) / jnp.maximum(
       num_positive, 1
   )
-  total = _collective.psum(jnp.sum(jnp.where(has_positive, per_anchor, 0.0)), axis_name)
-  count = _collective.psum(jnp.sum(has_positive), axis_name)
+  total = collective.psum(jnp.sum(jnp.where(has_positive, per_anchor, 0.0)), axis_name)
+  count = collective.psum(jnp.sum(has_positive), axis_name)
   return total / jnp.maximum(count, 1)

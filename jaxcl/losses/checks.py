@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcl.losses import _collective
+from jaxcl.losses import collective
 
 
 def as_float(x: Any, name: str) -> jax.Array:
@@ -28,7 +28,7 @@ def embeddings(x: Any, name: str, *, axis_name: str | None = None) -> jax.Array:
   x = as_float(x, name)
   if x.ndim != 2:
     raise ValueError(f"{name} must have shape [batch, dim], got shape {tuple(x.shape)}.")
-  rows = x.shape[0] * _collective.axis_size(axis_name)
+  rows = x.shape[0] * collective.axis_size(axis_name)
   if rows < 2:
     raise ValueError(
         f"{name} has {rows} row(s) in the batch; a contrastive loss needs at least 2 rows "

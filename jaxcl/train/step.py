@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxcl import grad_cache
-from jaxcl.parallel import DATA_AXIS, SHARDED_VARIABLES
+from jaxcl.train import grad_cache
+from jaxcl.train.mesh import DATA_AXIS, SHARDED_VARIABLES
 
 
 def example_keys(train_key: jax.Array, step: jax.Array, local_batch: int) -> jax.Array:
@@ -41,16 +41,13 @@ def example_keys(train_key: jax.Array, step: jax.Array, local_batch: int) -> jax
   return jax.vmap(lambda i: jax.random.fold_in(step_key, i))(offset + jnp.arange(local_batch))
 
 
-def _varying(x: jax.Array) -> bool:
-  vma = getattr(jax.typeof(x), "vma", None)
-  return True if vma is None else DATA_AXIS in vma
-
-
 def _device_mean(tree: Any) -> Any:
-  """Averages device-varying leaves over the data axis (floats by pmean, integers by pmax)."""
+  """Averages leaves over the data axis (floats by pmean, integers by pmax).
+
+  Replicated leaves come back unchanged (the mean of equal values), so the code need not ask JAX
+  which leaves vary across devices.
+  """
   def mean(x):
-    if not _varying(x):
-      return x
     if jnp.issubdtype(x.dtype, jnp.floating):
       return jax.lax.pmean(x, DATA_AXIS)
     return jax.lax.pmax(x, DATA_AXIS)

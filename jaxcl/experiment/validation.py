@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxcl import optim
+from jaxcl.train import optim
 
-ON_NONFINITE = ("stop", "skip")
+from jaxcl.train.loop import ON_NONFINITE
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 

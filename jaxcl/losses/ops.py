@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxcl.losses import _collective
+from jaxcl.losses import collective
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -64,10 +64,10 @@ def two_view_logits(
   n = x1.shape[0]
   a1, a2 = l2_normalize(x1), l2_normalize(x2)
   anchors = jnp.concatenate([a1, a2])
-  candidates = jnp.concatenate([_collective.gather(a1, axis_name), _collective.gather(a2, axis_name)])
+  candidates = jnp.concatenate([collective.gather(a1, axis_name), collective.gather(a2, axis_name)])
   big_n = candidates.shape[0] // 2
   logits = anchors @ candidates.T / temperature
-  rows = jnp.arange(n) + _collective.row_offset(n, axis_name)
+  rows = jnp.arange(n) + collective.row_offset(n, axis_name)
   self_index = jnp.concatenate([rows, rows + big_n])
   positive = jnp.concatenate([rows + big_n, rows])
   cols = jnp.arange(2 * big_n)[None, :]

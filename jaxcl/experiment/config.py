@@ -4,7 +4,7 @@ An experiment config is one locked ``ml_collections.ConfigDict``::
 
   seed, batch_size (global), steps,
   data, augment, model, method   (each part's own ``default_config``),
-  optim                          (``jaxcl.optim.default_config``),
+  optim                          (``jaxcl.train.optim.default_config``),
   train                          (loop mechanics: devices, logging, checkpoints, guards),
   eval                           (kNN monitor, final kNN + linear probe, baselines, pictures).
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import ml_collections
 
-from jaxcl import optim
+from jaxcl.train import optim
 
 
 def train_defaults() -> ml_collections.ConfigDict:

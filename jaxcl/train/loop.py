@@ -1,0 +1,135 @@
+"""The one training loop, for every method and every mesh: jitted donated steps, logging, a monitor hook,
+async checkpoints and the divergence guard.
+
+It takes plain arguments (a ``TrainSetup``, a data iterator, a ``Checkpointer``, a ``MetricsWriter``)
+and knows nothing of configs or evaluation: the caller passes a ``monitor`` for anything measured
+during training (the kNN monitor) and evaluates the returned state itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxcl.report import MetricsWriter, ProgressBar
+from jaxcl.train import mesh as mesh_lib
+from jaxcl.train.checkpoint import Checkpointer
+from jaxcl.train.state import TrainSetup
+
+ON_NONFINITE = ("stop", "skip")
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or a gradient became NaN/inf and ``on_nonfinite='stop'``."""
+
+
+@dataclasses.dataclass
+class FitResult:
+  """What ``fit`` returns: the final state and what the host saw of the run."""
+  state: dict
+  metrics: dict[str, float]        # the last logged metrics
+  train_seconds: float             # wall time of the loop, compilation included
+  images_per_second: float | None  # after the first (compiling) step; None for runs of <= 1 step
+
+
+def _host(metrics: Mapping[str, Any]) -> dict[str, float]:
+  return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+
+
+def check_guard(state: dict, checkpointer: Checkpointer, on_nonfinite: str,
+                warn: Callable[[str], None] = print) -> None:
+  """Acts on the state's non-finite step counter: raise (``"stop"``) or warn (``"skip"``)."""
+  guard = jax.device_get(state["guard"])
+  count, first = int(guard["nonfinite_count"]), int(guard["first_nonfinite_step"])
+  if not count:
+    return
+  last_good = checkpointer.latest_step()
+  where = (f"the last good checkpoint is step {last_good} in {checkpointer.directory}"
+           if last_good is not None else "no checkpoint was saved before it")
+  if on_nonfinite == "stop":
+    raise NonFiniteError(
+        f"non-finite loss or gradient in step {first + 1} (its update was not applied); {where}. Lower "
+        "optim.lr, add optim.grad_clip_norm, or set train.on_nonfinite='skip' to skip such steps.")
+  warn(f"warning: {count} non-finite step(s) skipped so far, the first was step {first + 1}.")
+
+
+def fit(
+    setup: TrainSetup,
+    state: dict,
+    batches: Iterator[Mapping[str, np.ndarray]],
+    *,
+    start: int,
+    end: int,
+    total_steps: int,
+    batch_size: int,
+    checkpointer: Checkpointer,
+    writer: MetricsWriter,
+    log_every: int,
+    checkpoint_every: int = 0,
+    on_nonfinite: str = "stop",
+    monitor: Callable[[int, dict], Mapping[str, float]] | None = None,
+    checkpoint_meta: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> FitResult:
+  """Runs steps ``start .. end-1`` of a ``total_steps`` run from ``state``.
+
+  Args:
+    setup: the method's train setup (its jitted step and mesh).
+    state: the train state at step ``start`` (fresh or restored).
+    batches: this process's slice of each global batch, with ``get_state()`` (Grain), positioned at
+      batch ``start``.
+    start: the step ``state`` is at.
+    end: the step to stop after (``total_steps``, or earlier for a planned stop).
+    total_steps: the length of the run (logs, the progress bar, the final log line).
+    batch_size: global batch size (images/s).
+    checkpointer: where checkpoints go; saved every ``checkpoint_every`` steps and at ``end``.
+    writer: metrics log (``metrics.jsonl`` and TensorBoard).
+    log_every: steps between metric lines (and divergence checks).
+    checkpoint_every: steps between async checkpoints (0: only at ``end``).
+    on_nonfinite: ``"stop"`` raises ``NonFiniteError``; ``"skip"`` warns and carries on.
+    monitor: ``monitor(step, state) -> {name: value}`` merged into each logged line.
+    checkpoint_meta: JSON facts saved with every checkpoint.
+    progress: draw a progress bar (pass False on processes other than 0).
+
+  Returns:
+    A ``FitResult``.
+  """
+  step_fn = setup.step_fn() if start < end else None
+  bar = ProgressBar(total_steps, batch_size=batch_size, initial_step=start, enabled=progress)
+  last: dict[str, float] = {}
+  t0, timed_from = time.perf_counter(), None
+  try:
+    for step in range(start, end):
+      batch = next(batches)
+      data_state = batches.get_state()  # the stream after `step + 1` batches: saved with step+1
+      state, metrics = step_fn(state, mesh_lib.shard_batch(batch, setup.mesh))
+      done = step + 1
+      if step == start:
+        jax.block_until_ready(metrics)
+        timed_from = (time.perf_counter(), done)  # throughput excludes compilation
+      log_now = done % log_every == 0 or done == total_steps
+      save_now = (checkpoint_every and done % checkpoint_every == 0) or done == end
+      if log_now or save_now:
+        check_guard(state, checkpointer, on_nonfinite, bar.write)
+      if log_now:
+        last = _host(metrics)
+        if monitor is not None:
+          last.update(monitor(done, state))
+        writer.write(done, last)
+        bar.update(done, loss=last["loss"])
+      if save_now:
+        checkpointer.save(done, state, data_state=data_state, meta=checkpoint_meta)
+  finally:
+    bar.close()
+    checkpointer.wait()  # never exit with a save half-written
+  seconds = time.perf_counter() - t0
+  images_per_second = None
+  if timed_from is not None and end - timed_from[1] > 0:
+    images_per_second = (end - timed_from[1]) * batch_size / (time.perf_counter() - timed_from[0])
+  return FitResult(state=state, metrics=last, train_seconds=seconds,
+                   images_per_second=images_per_second)

@@ -1,0 +1,98 @@
+"""The train state of any method on a mesh: built already sharded, and the jitted step that advances it.
+
+The state is a dict of pytrees (the functional boundary around the NNX method): ``step``, ``params``
+(what ``method.trainable`` selects), ``sharded`` (``Queue``/``Stash``, split over the data axis on dim
+0), ``rest`` (targets, BatchNorm statistics, ...), ``opt_state`` and ``guard`` (non-finite step counter).
+``TrainSetup`` takes plain arguments (a method factory, a mesh, an optax optimizer), so it is usable
+from a notebook without an experiment config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxcl.train import mesh as mesh_lib
+from jaxcl.train.step import make_train_step
+
+KEY_STREAMS = ("init", "train", "eval")
+
+
+def run_keys(seed: int) -> dict[str, jax.Array]:
+  """Independent ``init``/``train``/``eval`` keys from the one seed; resume needs no stored RNG."""
+  root = jax.random.key(seed)
+  return {name: jax.random.fold_in(root, i) for i, name in enumerate(KEY_STREAMS)}
+
+
+class TrainSetup:
+  """Everything built before the first step: the method's graph, state shardings, init and step.
+
+  Args:
+    create_method: ``rngs -> method`` (an ``nnx.Module`` following ``jaxcl.methods.base.Method``);
+      called abstractly once for shapes, then inside ``jit`` to create the sharded state.
+    mesh: the 1-D data mesh (``jaxcl.train.mesh.make_mesh``).
+    tx: the optax optimizer of the trainable parameters.
+    schedule: its learning-rate schedule (logged each step).
+    seed: the run's one seed.
+    total_steps: length of the run (for the method's ``after_step`` schedules).
+    grad_cache_chunks: > 1 enables gradient caching with this many chunks per device batch.
+  """
+
+  def __init__(self, create_method: Callable[[nnx.Rngs], nnx.Module], *, mesh: jax.sharding.Mesh,
+               tx: optax.GradientTransformation, schedule: optax.Schedule, seed: int,
+               total_steps: int, grad_cache_chunks: int = 0):
+    self.mesh, self.tx, self.schedule = mesh, tx, schedule
+    self.total_steps, self.grad_cache_chunks = total_steps, grad_cache_chunks
+    self.keys = run_keys(seed)
+    init_key = self.keys["init"]
+    abstract = nnx.eval_shape(lambda: create_method(nnx.Rngs(init_key)))
+    self.method_cls = type(abstract)
+    self.trainable = self.method_cls.trainable
+    self.graphdef, _, sharded, rest = nnx.split(
+        abstract, self.trainable, mesh_lib.SHARDED_VARIABLES, ...)
+    self.specs = {"sharded": mesh_lib.state_specs(sharded), "rest": mesh_lib.state_specs(rest)}
+
+    def init():
+      model = create_method(nnx.Rngs(init_key))
+      _, p, s, r = nnx.split(model, self.trainable, mesh_lib.SHARDED_VARIABLES, ...)
+      return {"step": jnp.zeros((), jnp.int32), "params": p, "sharded": s, "rest": r,
+              "opt_state": tx.init(p),
+              "guard": {"nonfinite_count": jnp.zeros((), jnp.int32),
+                        "first_nonfinite_step": jnp.full((), -1, jnp.int32)}}
+
+    self._init = init
+    abstract_state = jax.eval_shape(init)
+    named = lambda spec: jax.sharding.NamedSharding(mesh, spec)  # noqa: E731
+    repl = mesh_lib.replicated(mesh)
+    self.shardings = jax.tree.map(lambda _: repl, abstract_state)
+    self.shardings["sharded"] = jax.tree.map(named, self.specs["sharded"])
+    self.shardings["rest"] = jax.tree.map(named, self.specs["rest"])
+    self.abstract_state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, self.shardings)
+
+  def init_state(self) -> dict:
+    """The initial train state, created directly with its shardings (no host copy of the weights)."""
+    return jax.jit(self._init, out_shardings=self.shardings)()
+
+  def method(self, state: dict) -> nnx.Module:
+    """The method module holding ``state``'s arrays (for evaluation and export)."""
+    return nnx.merge(self.graphdef, state["params"], state["sharded"], state["rest"])
+
+  def with_weights_of(self, state: dict, other: dict) -> dict:
+    """``state`` with the parameters and method state of ``other`` (a start from another run)."""
+    return dict(state, params=other["params"], sharded=other["sharded"], rest=other["rest"])
+
+  def step_fn(self) -> Callable[[dict, dict], tuple[dict, Any]]:
+    """The jitted ``step(state, batch) -> (state, metrics)``, state donated."""
+    step = make_train_step(
+        graphdef=self.graphdef, trainable=self.trainable, tx=self.tx, schedule=self.schedule,
+        mesh=self.mesh, state_specs=self.specs, train_key=self.keys["train"],
+        total_steps=self.total_steps, grad_cache_chunks=self.grad_cache_chunks)
+    return jax.jit(step, donate_argnums=(0,),
+                   in_shardings=(self.shardings, mesh_lib.batch_sharding(self.mesh)),
+                   out_shardings=(self.shardings, mesh_lib.replicated(self.mesh)))

@@ -1,0 +1,123 @@
+"""The package tree is the architecture: layers import only downward, no module cycle, public APIs only.
+
+Read from the source with ``ast`` (imports inside functions count too), so nothing is imported here.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "jaxcl"
+
+# Bottom to top; a package may import packages of lower layers only (and itself).
+LAYERS = (
+    ("losses", "augment", "models", "data"),
+    ("methods",),
+    ("report",),
+    ("evaluate", "train"),
+    ("experiment",),
+    ("main",),
+    ("__main__",),
+)
+LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = ("jaxcl",) + path.relative_to(ROOT).with_suffix("").parts
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+  rel = pathlib.Path(*name.split(".")[1:])
+  return (ROOT / rel).with_suffix(".py").exists() or (ROOT / rel / "__init__.py").exists()
+
+
+def _imports(path: pathlib.Path) -> list[tuple[str, int, list[str]]]:
+  """``(module, line, imported names)`` for every ``jaxcl`` import in the file."""
+  out = []
+  for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "jaxcl":
+      out.append((node.module, node.lineno, [a.name for a in node.names]))
+    elif isinstance(node, ast.Import):
+      out += [(a.name, node.lineno, []) for a in node.names if a.name.split(".")[0] == "jaxcl"]
+  return out
+
+
+def _graph() -> dict[str, set[str]]:
+  """Module -> the jaxcl modules it imports (``from P import m`` counts as P.m where m is a module)."""
+  graph = {}
+  for path in sorted(ROOT.rglob("*.py")):
+    edges = set()
+    for module, _, names in _imports(path):
+      subs = [f"{module}.{n}" for n in names if _is_module(f"{module}.{n}")]
+      edges.update(subs)
+      if len(subs) < len(names) or not names:
+        edges.add(module)
+    graph[_module_name(path)] = edges - {_module_name(path)}
+  return graph
+
+
+def _package(module: str) -> str:
+  return module.split(".")[1] if "." in module else ""
+
+
+def test_every_package_has_a_layer():
+  top = {p.stem if p.is_file() else p.name for p in ROOT.iterdir()
+         if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").exists()}
+  assert top == set(LEVEL), "add the new package to LAYERS (and the README's architecture section)"
+
+
+def test_the_root_holds_packages_and_the_entry_point_only():
+  loose = sorted(p.name for p in ROOT.glob("*.py"))
+  assert loose == ["__init__.py", "__main__.py", "main.py"]
+
+
+def test_layers_import_only_downward():
+  upward = []
+  for module, edges in _graph().items():
+    src = _package(module)
+    for target in edges:
+      dst = _package(target)
+      if dst and dst != src and LEVEL[dst] >= LEVEL[src]:
+        upward.append(f"{module} imports {target} (layer {LEVEL[src]} -> {LEVEL[dst]})")
+  assert not upward, "\n".join(upward)
+
+
+def test_no_import_cycle():
+  graph = _graph()
+  state: dict[str, int] = {}  # 1: on the current path, 2: done
+  def visit(node, path):
+    state[node] = 1
+    for nxt in sorted(graph.get(node, ())):
+      if state.get(nxt) == 1:
+        pytest.fail("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+      if nxt not in state:
+        visit(nxt, path + [nxt])
+    state[node] = 2
+  for node in sorted(graph):
+    if node not in state:
+      visit(node, [node])
+
+
+def test_no_private_import_across_packages():
+  private = []
+  for path in sorted(ROOT.rglob("*.py")):
+    src = _package(_module_name(path))
+    for module, line, names in _imports(path):
+      if _package(module) == src:
+        continue
+      hidden = [p for p in module.split(".") if p.startswith("_")]
+      hidden += [n for n in names if n.startswith("_")]
+      if hidden:
+        private.append(f"{path.relative_to(ROOT.parent)}:{line}: {module} {hidden}")
+  assert not private, "\n".join(private)
+
+
+def test_no_private_jax_internals():
+  hits = []
+  for path in sorted(ROOT.rglob("*.py")):
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+      if "jax._src" in line or ".mat." in line or "._src." in line:
+        hits.append(f"{path.relative_to(ROOT.parent)}:{i}: {line.strip()}")
+  assert not hits, "\n".join(hits)
