@@ -10,6 +10,8 @@ parks the process at a known moment, touches ``--marker`` and sleeps until the p
 
 * ``--hang_before_step K``: the loop asks for the batch of step K (K steps done, counted from the start
   of this process) and never gets it: a kill between checkpoints, async saves still free to finish.
+* ``--dump_restored PATH``: the arrays the resume restored, as this process's mesh holds them, go to
+  an ``.npz`` file (to check a restore onto another device count is exact).
 * ``--hang_save_step K``: the async save of checkpoint K stops just before Orbax renames its temporary
   directory to the final one (every array already written, nothing committed): a kill during a save.
 
@@ -76,6 +78,24 @@ def _install_step_hang(step: int, marker: str) -> None:
   experiment.run.data_iterator = data_iterator
 
 
+def _install_restore_dump(path: str) -> None:
+  """Writes the train state the resume restored (as this process's mesh holds it) to ``path`` (.npz)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from _train_runs import flat_arrays  # pylint: disable=g-import-not-at-top
+
+  from jaxcl.train import checkpoint  # pylint: disable=g-import-not-at-top
+
+  original = checkpoint.Checkpointer.restore
+
+  def restore(self, abstract_state, **kwargs):
+    state, data_state, meta = original(self, abstract_state, **kwargs)
+    devices = len(state["step"].sharding.device_set)
+    np.savez(path, __devices__=np.array(devices), **flat_arrays(state))
+    return state, data_state, meta
+
+  checkpoint.Checkpointer.restore = restore
+
+
 def main() -> None:
   argv = sys.argv[1:]
   split = argv.index("--") if "--" in argv else len(argv)
@@ -84,8 +104,10 @@ def main() -> None:
   parser.add_argument("--hang_before_step", type=int, default=-1)
   parser.add_argument("--hang_save_step", type=int, default=-1)
   parser.add_argument("--marker", default="")
+  parser.add_argument("--dump_restored", default="")
   args = parser.parse_args(argv[:split])
-  os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + f" --xla_force_host_platform_device_count={args.devices}").strip()
   os.environ["JAX_PLATFORMS"] = "cpu"
   os.environ.setdefault("TFDS_DISABLE_GCS", "1")
   os.environ.setdefault("NO_GCE_CHECK", "true")
@@ -95,6 +117,8 @@ def main() -> None:
     _install_save_hang(args.hang_save_step, args.marker)
   if args.hang_before_step >= 0:
     _install_step_hang(args.hang_before_step, args.marker)
+  if args.dump_restored:
+    _install_restore_dump(args.dump_restored)
   from jaxcl import main as jaxcl_main  # pylint: disable=g-import-not-at-top
   jaxcl_main.run(["jaxcl"] + argv[split + 1:])
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from tolerance import reordered_rtol
 
 from jaxcl import data, experiment, methods
 from jaxcl.train import mesh as parallel
@@ -61,5 +62,15 @@ def test_grad_cache_equals_plain_step(mesh):
   np.testing.assert_allclose(m_cached["loss"], m_plain["loss"], rtol=1e-6)
   np.testing.assert_allclose(m_cached["grad_norm"], m_plain["grad_norm"], rtol=1e-5)
   assert float(m_plain["grad_norm"]) > 0
-  for a, b in zip(jax.tree.leaves(cached["params"]), jax.tree.leaves(plain["params"])):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  # Chunks split the batch sums (4 rows per device x 16 x 16 positions for the first conv) into two
+  # partial sums: float32 reordering of about sqrt(1024) u per sum, a few sums deep, relative to the
+  # scale of the summed terms. A bias gradient can cancel to far below its terms, so the scale is the
+  # largest update of the whole step, not of each leaf.
+  before = jax.tree.leaves(params)
+  def updates(new):
+    return [np.asarray(n) - np.asarray(b) for n, b in zip(jax.tree.leaves(new["params"]), before)]
+  plain_updates, cached_updates = updates(plain), updates(cached)
+  scale = max(float(np.max(np.abs(u))) for u in plain_updates)
+  rtol = reordered_rtol(1024, sums=3, margin=3.0)
+  for got, want in zip(cached_updates, plain_updates):
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
