@@ -1,6 +1,6 @@
-"""Hostile data files: a CIFAR-10 archive that would run code, and damaged or mislabeled archives.
-Each must fail with one line naming the file and the fix, run nothing, and leave nothing a later run
-would read."""
+"""Hostile data files: a CIFAR-10 archive that would run code, damaged or mislabeled archives, a
+killed preparation. Each must fail with one line naming the file and the fix, run nothing, and leave
+nothing a later run would read."""
 
 import io
 import os
@@ -229,3 +229,16 @@ def test_python2_pickles_like_the_real_files_load():
   got_rows, got_labels = cifar10._checked_batch("data_batch_1", batch)
   np.testing.assert_array_equal(got_rows, rows)
   assert got_rows.dtype == np.uint8 and got_labels == [0, 9, 4]
+
+
+def test_folder_left_by_a_killed_prepare_is_not_read(tmp_path):
+  cfg = _cfg(tmp_path)
+  # TFDS writes into `incomplete.<id>_<version>` and renames it when done; a killed process leaves
+  # the folder, dataset_info.json possibly included, with half-written shards.
+  leftover = tmp_path / "tfds" / "cifar10" / "incomplete.3f2a_3.0.2"
+  leftover.mkdir(parents=True)
+  (leftover / "dataset_info.json").write_text('{"fileFormat": "array_record"}')
+  with pytest.raises(data.NotPreparedError, match="jaxcl prepare-data cifar10"):
+    data.check_prepared(cfg)
+  from jaxcl.data import sources
+  assert sources.prepared_datasets(cfg.data_dir) == []
