@@ -1,18 +1,21 @@
 """Hostile data files: a CIFAR-10 archive that would run code, damaged or mislabeled archives, a
-killed preparation. Each must fail with one line naming the file and the fix, run nothing, and leave
-nothing a later run would read."""
+killed preparation, and an image that claims more pixels than memory holds. Each must fail with one
+line naming the file and the fix, run nothing, and leave nothing a later run would read."""
 
 import io
 import os
 import pickle
 import struct
 import tarfile
+import zlib
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import jaxcl.data as data
 from jaxcl import main
+from jaxcl.data import images
 from jaxcl.data.builders import cifar10
 
 _NAMES = [n.encode() for n in cifar10.LABEL_NAMES]
@@ -242,3 +245,38 @@ def test_folder_left_by_a_killed_prepare_is_not_read(tmp_path):
     data.check_prepared(cfg)
   from jaxcl.data import sources
   assert sources.prepared_datasets(cfg.data_dir) == []
+
+
+def _png_header(width, height):
+  """A PNG that declares width x height RGB pixels but holds no image data."""
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+  chunk = lambda kind, body: (struct.pack(">I", len(body)) + kind + body
+                              + struct.pack(">I", zlib.crc32(kind + body)))
+  return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_image_over_the_pixel_limit_is_refused_from_its_header():
+  bomb = _png_header(100_000, 100_000)  # 10^10 pixels (30 GB decoded) in 45 bytes.
+  with pytest.raises(ValueError, match="bomb.png is .*over jaxcl's limit") as err:
+    images.decode_image(bomb, source="bomb.png")
+  assert "\n" not in str(err.value)
+  side = int(images.MAX_IMAGE_PIXELS ** 0.5) + 1
+  with pytest.warns(Image.DecompressionBombWarning), pytest.raises(ValueError, match="over jaxcl"):
+    images.decode_image(_png_header(side, side), source="just_over.png")
+  # Importing jaxcl.data set Pillow's limit, so other Pillow decodes in the process (TFDS decoding a
+  # catalog dataset) refuse the bomb too.
+  assert Image.MAX_IMAGE_PIXELS == images.MAX_IMAGE_PIXELS
+  with pytest.raises(Image.DecompressionBombError):
+    Image.open(io.BytesIO(bomb))
+
+
+def test_images_within_the_limit_decode_and_damaged_ones_fail_in_one_line():
+  png = io.BytesIO()
+  pixels = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+  Image.fromarray(pixels).save(png, format="PNG")
+  np.testing.assert_array_equal(images.decode_image(png.getvalue(), source="ok.png"), pixels)
+  for name, payload in [("cut.png", png.getvalue()[:-20]), ("empty.png", b""),
+                        ("text.png", b"not an image"), ("no_data.png", _png_header(4, 5))]:
+    with pytest.raises(ValueError, match=f"{name} is not a readable image") as err:
+      images.decode_image(payload, source=name)
+    assert "\n" not in str(err.value)
