@@ -8,10 +8,15 @@
   images, labels = jaxcl.data.load_arrays(cfg, "test")
 """
 
+from jaxcl.data import images
 from jaxcl.data.config import default_config, default_data_dir
 from jaxcl.data.pipeline import load_arrays, train_iterator
 from jaxcl.data.sources import (
     EMBEDDED, DataInfo, NotPreparedError, check_prepared, info, prepare, prepare_command)
+
+# Every process that reads data imports this package (Grain's workers too), so this one call sets
+# Pillow's pixel limit wherever jaxcl decodes images.
+images.limit_pil_pixels()
 
 __all__ = [
     "EMBEDDED", "DataInfo", "NotPreparedError", "check_prepared", "default_config",

@@ -111,7 +111,9 @@ def _catalog_dir(cfg: ml_collections.ConfigDict) -> str | None:
     if not candidates and not config:  # A dataset with configs, none named: take any config.
       candidates = [os.path.dirname(p)
                     for p in glob.glob(os.path.join(root, "*", "*", "dataset_info.json"))]
-  candidates = [c for c in candidates if _is_prepared_dir(c)]
+  # Only version folders count: an `incomplete.*` folder that a killed preparation left behind can
+  # already hold a dataset_info.json, but its shards may be half written.
+  candidates = [c for c in candidates if _is_prepared_dir(c) and _version_key(c) != (-1,)]
   return max(candidates, key=_version_key) if candidates else None
 
 
@@ -130,7 +132,8 @@ def prepared_datasets(data_dir: str) -> list[str]:
   """Names of the datasets with a finished preparation in data_dir (for error messages)."""
   found = glob.glob(os.path.join(data_dir, "*", "*", "dataset_info.json"))
   found += glob.glob(os.path.join(data_dir, "*", "*", "*", "dataset_info.json"))
-  return sorted({os.path.relpath(p, data_dir).split(os.sep)[0] for p in found})
+  return sorted({os.path.relpath(p, data_dir).split(os.sep)[0] for p in found
+                 if _version_key(os.path.dirname(p)) != (-1,)})
 
 
 def _is_catalog_name(name: str) -> bool:

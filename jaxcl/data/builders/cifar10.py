@@ -2,13 +2,20 @@
 
 The archive (https://www.cs.toronto.edu/~kriz/cifar.html) holds `cifar-10-batches-py/` with the
 python pickles data_batch_1..5 (train, 50,000), test_batch (10,000) and batches.meta (label names).
-Reading them needs only `tarfile` and `pickle`, so no TensorFlow is involved.
+Reading them needs only `tarfile` and a restricted unpickler, so no TensorFlow is involved.
+
+A pickle can call any importable function while it loads, so an archive from a mirror or a shared
+drive could run code as the user. `_CifarUnpickler` builds only what the real files hold (dicts,
+lists, bytes, str, ints and uint8 NumPy arrays) and refuses every other global, so loading a file
+never runs code; each batch is then checked (shape, dtype, labels) before any of it is written.
 """
 
 import os
 import pickle
 import tarfile
+import zlib
 from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -18,6 +25,73 @@ FOLDER = "cifar-10-batches-py"
 LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
                "dog", "frog", "horse", "ship", "truck")
 _SPLIT_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+# A real batch file is ~31 MB (10,000 rows of 3,072 bytes); anything far larger is not one, and is
+# refused before it is read.
+MAX_MEMBER_BYTES = 200 * 2**20
+# The real archive has 8 members; a tar of millions of empty entries would only eat memory.
+MAX_MEMBERS = 1000
+_ROW_BYTES = 32 * 32 * 3
+_FIX = f"re-download {ARCHIVE} from https://www.cs.toronto.edu/~kriz/cifar.html"
+
+_NUMPY_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+  # NumPy pickles an array as an empty ndarray that __setstate__ then fills (and checks against the
+  # data's length); any other shape would only allocate memory the file never backs.
+  if subtype is not np.ndarray or tuple(shape) != (0,):
+    raise TypeError(f"array reconstruction with {getattr(subtype, '__name__', subtype)}, {shape}")
+  return _NUMPY_RECONSTRUCT(subtype, shape, dtype)
+
+
+# The only globals the CIFAR-10 pickles reference: NumPy's array reconstruction (written as
+# numpy.core by NumPy 1.x, numpy._core by 2.x). They map to objects chosen here, so the name in the
+# file never decides what gets imported.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class UnsafePickleError(ValueError):
+  """A CIFAR-10 member references code to run: not a CIFAR-10 file, possibly malicious."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+  """Unpickles plain containers and NumPy arrays only; any other global raises ValueError."""
+
+  def __init__(self, file: BinaryIO, where: str):
+    super().__init__(file, encoding="bytes")
+    self._where = where
+
+  def find_class(self, module: str, name: str) -> Any:
+    try:
+      return _ALLOWED_GLOBALS[(module, name)]
+    except KeyError:
+      raise UnsafePickleError(
+          f"{self._where} asks to load {module}.{name}, which no CIFAR-10 file contains: it is "
+          f"not a CIFAR-10 file and may be malicious (nothing was run). Delete it and {_FIX}."
+      ) from None
+
+
+def _load(file: BinaryIO, where: str) -> Any:
+  """Unpickles one member with `_CifarUnpickler`; a damaged file raises one ValueError line."""
+  try:
+    return _CifarUnpickler(file, where).load()
+  except UnsafePickleError:
+    raise
+  except (ValueError, pickle.UnpicklingError, EOFError, OSError, tarfile.TarError, zlib.error,
+          TypeError, AttributeError, KeyError, IndexError, MemoryError, RecursionError) as e:
+    # What a truncated or garbled pickle raises depends on where the bytes stop making sense.
+    raise _damaged(where, e) from e
+
+
+def _damaged(where: str, error: BaseException) -> ValueError:
+  detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+  return ValueError(f"{where} is damaged: truncated, empty or not the CIFAR-10 python version "
+                    f"({detail}); {_FIX}.")
 
 
 def find_source(manual_dir: str | os.PathLike) -> str | None:
@@ -28,27 +102,79 @@ def find_source(manual_dir: str | os.PathLike) -> str | None:
   return None
 
 
-def _read_pickles(source: str, wanted: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
-  """Yields (file name, unpickled dict) for the wanted batch files, from an archive or folder."""
+def _check_size(where: str, size: int) -> None:
+  if size > MAX_MEMBER_BYTES:
+    raise ValueError(f"{where} is {size:,} bytes, more than any CIFAR-10 batch file "
+                     f"({MAX_MEMBER_BYTES:,}); it is not one; {_FIX}.")
+
+
+def _read_pickles(source: str, wanted: tuple[str, ...]) -> Iterator[tuple[str, str, Any]]:
+  """Yields (file name, where, unpickled object) for the wanted batch files.
+
+  Args:
+    source: the archive, or the folder it was extracted to.
+    wanted: base names of the files to read.
+
+  Yields:
+    The file's base name, where it is (for error messages) and what it unpickles to.
+  """
   if os.path.isdir(source):
     for name in wanted:
-      with open(os.path.join(source, name), "rb") as f:
-        yield name, pickle.load(f, encoding="bytes")
+      path = os.path.join(source, name)
+      if os.path.isfile(path):  # A missing file is reported by the caller, by name.
+        _check_size(path, os.path.getsize(path))
+        with open(path, "rb") as f:
+          yield name, path, _load(f, path)
     return
-  with tarfile.open(source, "r:gz") as tar:
-    for member in tar:
-      name = os.path.basename(member.name)
-      if member.isfile() and name in wanted:
-        yield name, pickle.load(tar.extractfile(member), encoding="bytes")
+  try:
+    with tarfile.open(source, "r:gz") as tar:
+      for count, member in enumerate(tar):
+        if count >= MAX_MEMBERS:
+          raise ValueError(f"{source} has more than {MAX_MEMBERS} members; it is not the CIFAR-10 "
+                           f"archive; {_FIX}.")
+        name = os.path.basename(member.name)
+        if member.isfile() and name in wanted:
+          where = f"{source} member {member.name}"
+          _check_size(where, member.size)
+          yield name, where, _load(tar.extractfile(member), where)
+  except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+    # Zero bytes, not gzip, or cut short: tarfile and gzip say so in several ways.
+    raise _damaged(source, e) from e
 
 
 def _check_label_names(source: str) -> None:
-  metas = dict(_read_pickles(source, ("batches.meta",)))
+  metas = [(where, meta) for _, where, meta in _read_pickles(source, ("batches.meta",))]
   if not metas:
-    raise ValueError(f"{source} has no {FOLDER}/batches.meta; is it the CIFAR-10 python archive?")
-  names = tuple(n.decode() for n in metas["batches.meta"][b"label_names"])
+    raise ValueError(f"{source} has no {FOLDER}/batches.meta, so it is not the CIFAR-10 python "
+                     f"archive; {_FIX}.")
+  where, meta = metas[0]
+  names = meta.get(b"label_names") if isinstance(meta, dict) else None
+  if not isinstance(names, list) or not all(isinstance(n, bytes) for n in names):
+    raise ValueError(f"{where} has no list of label_names; it is not the CIFAR-10 python "
+                     f"archive; {_FIX}.")
+  names = tuple(n.decode("utf-8", "replace") for n in names)
   if names != LABEL_NAMES:
-    raise ValueError(f"{source}: label names {names} are not CIFAR-10's {LABEL_NAMES}.")
+    raise ValueError(f"{where}: label names {names} are not CIFAR-10's {LABEL_NAMES}; {_FIX}.")
+
+
+def _checked_batch(where: str, batch: Any) -> tuple[np.ndarray, list[int]]:
+  """The (rows, labels) of one unpickled batch, after checking it is a CIFAR-10 batch."""
+  if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+    raise ValueError(f"{where} is not a CIFAR-10 batch (no data and labels); {_FIX}.")
+  rows, labels = batch[b"data"], batch[b"labels"]
+  if (not isinstance(rows, np.ndarray) or rows.dtype != np.uint8 or rows.ndim != 2
+      or rows.shape[1] != _ROW_BYTES):
+    shape = getattr(rows, "shape", None)
+    dtype = getattr(rows, "dtype", type(rows).__name__)
+    raise ValueError(f"{where}: data is {dtype} {shape}, not uint8 [N, {_ROW_BYTES}] rows of "
+                     f"32x32x3 images; {_FIX}.")
+  if not isinstance(labels, list) or len(labels) != len(rows):
+    raise ValueError(f"{where}: labels are not a list of {len(rows)} ints, one per row; {_FIX}.")
+  for i, label in enumerate(labels):
+    if (not isinstance(label, (int, np.integer)) or isinstance(label, bool)
+        or not 0 <= label < len(LABEL_NAMES)):
+      raise ValueError(f"{where}: label {label!r} of row {i} is not a class index 0..9; {_FIX}.")
+  return rows, [int(label) for label in labels]
 
 
 class Cifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -86,13 +212,16 @@ class Cifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return {split: self._generate_examples(source, files) for split, files in _SPLIT_FILES.items()}
 
   def _generate_examples(self, source, files):
+    # A bad batch raises before any of its rows is yielded; TFDS writes into an `incomplete.*`
+    # folder and deletes it on the error, so no partial dataset is left to read.
     found = set()
-    for name, batch in _read_pickles(source, files):
+    for name, where, batch in _read_pickles(source, files):
       found.add(name)
+      rows, labels = _checked_batch(where, batch)
       # Rows are 3072 bytes: the red plane, then green, then blue, each 32x32 row-major.
-      images = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-      for i, (image, label) in enumerate(zip(images, batch[b"labels"])):
-        yield f"{name}_{i}", {"image": image, "label": int(label)}
+      images = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+      for i, (image, label) in enumerate(zip(images, labels)):
+        yield f"{name}_{i}", {"image": image, "label": label}
     missing = set(files) - found
     if missing:
-      raise ValueError(f"{source} lacks {sorted(missing)}; the archive is incomplete.")
+      raise ValueError(f"{source} lacks {sorted(missing)}; the archive is incomplete; {_FIX}.")
