@@ -192,3 +192,63 @@ def test_evaluate_representation_and_table():
   ]
   plain = evaluate.format_table({"raw pixels": {"knn": 0.969}}, style="plain")
   assert plain.splitlines()[1].split() == ["raw", "pixels", "96.9%"]
+
+
+def _digits_split():
+  from sklearn.datasets import load_digits
+  from sklearn.model_selection import train_test_split
+
+  digits = load_digits()
+  x = (digits.data / 16.0).astype(np.float32)
+  return train_test_split(x, digits.target, test_size=0.3, stratify=digits.target, random_state=0)
+
+
+def test_knn_sharded_over_mesh_equals_unsharded(mesh):
+  # Digits (1,257 train rows: not divisible by 8, so the last shard is padded); k=200 is more than a
+  # shard's 158 rows, so the merge must combine every device's candidates.
+  xtr, xte, ytr, yte = _digits_split()
+  for k in (200, 20):
+    expected = evaluate.knn_predict(xtr, ytr, xte, yte, k=k)
+    got = evaluate.knn_predict(xtr, ytr, xte, yte, k=k, mesh=mesh, batch_size=128)
+    np.testing.assert_array_equal(got, expected)
+  # Exact duplicates spread over different shards: the tie still goes to the lower train index.
+  train_x = np.tile(np.array([[1.0, 0.0], [0.0, 1.0]], np.float32), (8, 1))
+  train_y = np.arange(16) % 5
+  test_x = np.array([[1.0, 0.1], [0.1, 1.0]], np.float32)
+  for k in (1, 3):
+    np.testing.assert_array_equal(
+        evaluate.knn_predict(train_x, train_y, test_x, k=k, num_classes=5, mesh=mesh),
+        evaluate.knn_predict(train_x, train_y, test_x, k=k, num_classes=5))
+
+
+def test_linear_probe_chunked_solver_matches_full_batch():
+  # Above cv_max_examples the objective is summed over row slices (the last one shifted back);
+  # with a fixed l2 both solvers must land on the same optimum.
+  rng = np.random.default_rng(3)
+  x = (rng.normal(size=(300, 16)) * rng.uniform(0.5, 3.0, size=16) + 2.0).astype(np.float32)
+  y = rng.integers(0, 4, size=300)
+  full = evaluate.fit_linear_probe(x, y, l2=1e-2, tol=1e-6)
+  chunked = evaluate.fit_linear_probe(x, y, l2=1e-2, tol=1e-6, cv_max_examples=100, chunk_rows=70)
+  np.testing.assert_allclose(chunked.mean, full.mean, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(chunked.scale, full.scale, rtol=1e-5)
+  np.testing.assert_allclose(chunked.weights, full.weights, atol=1e-4)
+  np.testing.assert_array_equal(chunked.predict(x), full.predict(x))
+
+
+def test_linear_probe_holdout_protocol_above_threshold():
+  rng = np.random.default_rng(1)
+  centers = rng.normal(size=(4, 16)) * 3
+  y = rng.integers(0, 4, size=400)
+  x = (centers[y] + rng.normal(size=(400, 16))).astype(np.float32)
+  small = evaluate.fit_linear_probe(x[:300], y[:300])
+  assert small.protocol == "kfold" and len(small.cv_accuracy) == len(evaluate.DEFAULT_L2_GRID)
+  big = evaluate.fit_linear_probe(x[:300], y[:300], cv_max_examples=200, chunk_rows=64)
+  assert big.protocol == "holdout" and big.l2 in big.cv_accuracy
+  # The grid is walked strong to weak and stops `patience` strengths after the best one.
+  tried = sorted(big.cv_accuracy, reverse=True)
+  best = tried.index(big.l2)
+  assert len(tried) in (best + 3, len(evaluate.DEFAULT_L2_GRID))
+  assert big.accuracy(x[300:], y[300:]) >= 0.95
+  held = evaluate.linear.stratified_holdout(y, 0.1, seed=0)
+  for c in range(4):
+    assert abs(held[y == c].sum() - 0.1 * np.sum(y == c)) <= 1
