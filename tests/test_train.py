@@ -140,3 +140,18 @@ def test_readme_training_from_python_runs(tmp_path, monkeypatch):
   assert int(run.state["step"]) == 2 and np.isfinite(run.metrics["loss"])
   images = np.zeros((8, 32, 32, 1), np.float32)
   assert namespace["features"](images).shape[0] == 8
+
+
+def test_final_evaluation_reports_each_phase_with_its_time(tmp_path, capsys):
+  overrides = {"steps": 1, "eval.final": True, "eval.max_train_examples": 96,
+               "eval.max_test_examples": 64, "eval.knn_every": 1}
+  result = experiment.train_and_evaluate(smoke_config(**overrides), str(tmp_path))
+  saved = json.load(open(os.path.join(str(tmp_path), "results.json")))["eval_seconds"]
+  printed = capsys.readouterr().out
+  for rep in ("pretrained", "random init", "raw pixels"):
+    for phase in ("knn", "linear probe") + (("extract",) if rep != "raw pixels" else ()):
+      assert f"{rep}/{phase}" in saved
+      assert f"eval: {rep}/{phase}:" in printed
+  assert saved["total"] >= max(v for k, v in saved.items() if k != "total")
+  assert result["eval_seconds"] == saved
+  assert 0.0 <= result["online_probe_acc"] <= 1.0  # logged by the step (online probe on by default)

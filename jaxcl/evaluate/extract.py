@@ -2,7 +2,8 @@
 
 Public API (re-exported by ``jaxcl.evaluate``)::
 
-  extract_features(features_fn, images, *, batch_size=256, mesh=None, data_axis="data")
+  extract_features(features_fn, images, *, batch_size=256, mesh=None, data_axis="data",
+                   progress=None)
       -> np.ndarray float32 [N, F]
 
 ``features_fn`` is a callable ``float images [B, H, W, C] in [0, 1] -> [B, F]``, an ``nnx.Module``
@@ -77,6 +78,7 @@ def extract_features(
     batch_size: int = 256,
     mesh: jax.sharding.Mesh | None = None,
     data_axis: str = "data",
+    progress: str | None = None,
 ) -> np.ndarray:
   """Runs a representation over a dataset in fixed-size batches and returns the features on the host.
 
@@ -90,6 +92,7 @@ def extract_features(
       divisible by that axis' size. The module's weights are replicated on the mesh if they are not
       already placed on it.
     data_axis: mesh axis the batch is split over.
+    progress: a description to show a tqdm bar over the batches with (None: no bar).
 
   Returns:
     float32 [N, F] features.
@@ -115,7 +118,12 @@ def extract_features(
     weights = _replicate_on(weights, mesh)  # once, not per batch
 
   outputs = []
-  for start in range(0, len(images), batch_size):
+  starts = range(0, len(images), batch_size)
+  if progress is not None:
+    from tqdm.auto import tqdm  # only when asked: the kNN monitor extracts silently
+
+    starts = tqdm(starts, desc=progress, unit="batch", leave=False, dynamic_ncols=True)
+  for start in starts:
     batch = images[start : start + batch_size]
     n = len(batch)
     if n < batch_size:

@@ -12,15 +12,18 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from flax import nnx
 
 from jaxcl import data, evaluate, methods, report
 from jaxcl.experiment import validation
 from jaxcl.train import Checkpointer, TrainSetup, checkpoint, fit, grad_cache, mesh, optim
+from jaxcl.train.online_probe import OnlineProbe
 
 
 def apply_compute_dtype(config: ml_collections.ConfigDict) -> None:
@@ -37,9 +40,12 @@ def build_setup(config: ml_collections.ConfigDict, mesh_: jax.sharding.Mesh,
                              num_classes=info.num_classes, class_names=list(info.class_names))
   tx, schedule = optim.make_optimizer(config.optim, total_steps=config.steps,
                                       global_batch_size=config.batch_size)
+  probe = None
+  if config.eval.online_probe and info.num_classes >= 2:  # only where the data has labels
+    probe = OnlineProbe(info.num_classes, image_shape=tuple(info.image_shape))
   setup = TrainSetup(lambda rngs: create(rngs=rngs), mesh=mesh_, tx=tx, schedule=schedule,
                      seed=config.seed, total_steps=config.steps,
-                     grad_cache_chunks=config.train.grad_cache_chunks)
+                     grad_cache_chunks=config.train.grad_cache_chunks, online_probe=probe)
   chunks = config.train.grad_cache_chunks
   if chunks > 1 and not grad_cache.supports(setup.method_cls):
     raise ValueError(
@@ -116,7 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def monitor(step: int, state: dict) -> dict[str, float]:
     if knn_every and step % knn_every == 0 and step < config.steps:
-      return {"knn_monitor": evaluator.knn(setup.method(state))}
+      return evaluator.monitor(setup.method(state), state.get("probe"))
     return {}
 
   run = fit(setup, state, it, start=start, end=end, total_steps=config.steps,
@@ -168,6 +174,7 @@ class Evaluator:
   def __init__(self, config: ml_collections.ConfigDict, setup: TrainSetup, info: data.DataInfo):
     self.config, self.setup, self.info, self.mesh = config, setup, info, setup.mesh
     self._arrays = None
+    self._is_main = jax.process_index() == 0
 
   def arrays(self):
     if self._arrays is None:
@@ -187,39 +194,84 @@ class Evaluator:
     return max(n, self.config.eval.batch_size // n * n)
 
   def knn(self, method: nnx.Module) -> float:
+    """kNN accuracy of ``method``'s features (train split as memory bank, eval split as queries)."""
+    return self.monitor(method)["knn_monitor"]
+
+  def monitor(self, method: nnx.Module, probe: dict | None = None) -> dict[str, float]:
+    """The in-training monitor: kNN accuracy, and the online probe's test accuracy if it has one."""
     train, test = self.arrays()
     e = self.config.eval
-    out = evaluate.evaluate_representation(
-        method, train, test, knn_k=e.knn_k, knn_temperature=e.knn_temperature, linear=False,
-        batch_size=self._batch_size(), mesh=self.mesh, num_classes=self.info.num_classes)
-    return out["knn"]
+    feats = functools.partial(evaluate.extract_features, batch_size=self._batch_size(), mesh=self.mesh)
+    test_f = feats(method, test[0])
+    out = {"knn_monitor": evaluate.knn_accuracy(
+        feats(method, train[0]), train[1], test_f, test[1], k=e.knn_k, temperature=e.knn_temperature,
+        num_classes=self.info.num_classes, mesh=self.mesh)}
+    if probe is not None:
+      w, b = (np.asarray(jax.device_get(probe["params"][k])) for k in ("w", "b"))
+      out["online_probe_test"] = float(np.mean(np.argmax(test_f @ w + b, -1) == test[1]))
+    return out
+
+  def _timed(self, timings: dict[str, float], name: str, fn, *args, **kwargs):
+    """Runs one evaluation phase, prints one line with its wall time and records it in ``timings``."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    timings[name] = round(time.perf_counter() - t0, 2)
+    if self._is_main:
+      print(f"eval: {name}: {timings[name]:.1f}s", flush=True)
+    return out
+
+  def _features(self, timings: dict[str, float], rep: str, features_fn, train, test):
+    def both():
+      kw = dict(batch_size=self._batch_size(), mesh=self.mesh)
+      bar = lambda split: f"{rep}: {split} features" if self._is_main else None  # noqa: E731
+      return (evaluate.extract_features(features_fn, train[0], progress=bar("train"), **kw),
+              evaluate.extract_features(features_fn, test[0], progress=bar("test"), **kw))
+    return self._timed(timings, f"{rep}/extract", both)
+
+  def _score(self, timings: dict[str, float], rep: str, train_f, test_f, train, test) -> dict:
+    e = self.config.eval
+    out = {"knn": self._timed(
+        timings, f"{rep}/knn", evaluate.knn_accuracy, train_f, train[1], test_f, test[1],
+        k=e.knn_k, temperature=e.knn_temperature, num_classes=self.info.num_classes, mesh=self.mesh)}
+    if e.linear_probe:
+      out["linear"] = self._timed(timings, f"{rep}/linear probe", evaluate.linear_probe, train_f,
+                                  train[1], test_f, test[1], num_classes=self.info.num_classes)
+    return out
 
   def final(self, method: nnx.Module, *, workdir: str, is_main: bool) -> dict:
+    """kNN + linear probe of ``method`` (and the baselines); one timed line per phase.
+
+    The wall time of each phase (``<representation>/extract``, ``/knn``, ``/linear probe``) and the
+    total go to ``result['eval_seconds']`` (hence ``results.json``).
+    """
     e = self.config.eval
     if not e.final:
       return {}
+    self._is_main = is_main
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
     train, test = self.arrays()
-    kw = dict(knn_k=e.knn_k, knn_temperature=e.knn_temperature,
-              num_classes=self.info.num_classes)
-    feats = functools.partial(evaluate.extract_features, batch_size=self._batch_size(), mesh=self.mesh)
-    train_f, test_f = feats(method, train[0]), feats(method, test[0])
-    out = evaluate.evaluate_features(train_f, train[1], test_f, test[1], linear=e.linear_probe, **kw)
+    train_f, test_f = self._features(timings, "pretrained", method, train, test)
+    out = self._score(timings, "pretrained", train_f, test_f, train, test)
     rows = {f"{self.config.method.name} (pretrained)": out}
     result = dict(out)
     if e.baselines:
       # Initialisation is deterministic: this is exactly the encoder the run started from.
       fresh = self.setup.method(self.setup.init_state())
-      rand = evaluate.evaluate_representation(fresh, train, test, linear=e.linear_probe,
-                                              batch_size=self._batch_size(), mesh=self.mesh, **kw)
-      raw = evaluate.raw_pixel_baseline(train, test, linear=e.linear_probe, **kw)
+      rand_f = self._features(timings, "random init", fresh, train, test)
+      rand = self._score(timings, "random init", *rand_f, train, test)
+      raw = self._score(timings, "raw pixels", _flat_pixels(train[0]), _flat_pixels(test[0]),
+                        train, test)
       rows["random init (same encoder)"] = rand
       rows["raw pixels"] = raw
       result["random_init"], result["raw_pixels"] = rand, raw
+    timings["total"] = round(time.perf_counter() - t0, 2)
+    result["eval_seconds"] = timings
     table = evaluate.format_table(rows, column_titles={"knn": f"kNN (k={e.knn_k})"})
     result["table"] = table
     if is_main:
-      print(f"\n{self.config.data.name}: {len(train[1])} train / {len(test[1])} test images\n{table}\n",
-            flush=True)
+      print(f"\n{self.config.data.name}: {len(train[1])} train / {len(test[1])} test images "
+            f"(evaluated in {timings['total']:.1f}s)\n{table}\n", flush=True)
       with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(table + "\n")
       if e.embedding_map:
@@ -227,6 +279,13 @@ class Evaluator:
                                   class_names=list(self.info.class_names),
                                   title=f"{self.config.method.name}: test embeddings")
     return result
+
+
+def _flat_pixels(images: np.ndarray) -> np.ndarray:
+  """Raw-pixel features: flattened uint8 / 255 (or floats as given), as ``raw_pixel_baseline``."""
+  images = np.asarray(images)
+  x = images.reshape(len(images), -1).astype(np.float32)
+  return x / 255.0 if np.issubdtype(images.dtype, np.integer) else x
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
