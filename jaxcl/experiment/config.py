@@ -53,6 +53,8 @@ def eval_defaults() -> ml_collections.ConfigDict:
   e.max_train_examples = 0      # 0: all (subsample the memory bank of huge datasets)
   e.max_test_examples = 0
   e.embedding_map = True        # t-SNE map of test embeddings (workdir/tsne.png)
+  e.online_probe = True         # linear head on detached features, trained during pretraining
+                                # (where the data has labels); its batch accuracy is logged
   return e
 
 

@@ -18,6 +18,10 @@ knows nothing else about it:
 * ``features(images)`` maps float images in [0, 1] ([B, H, W, C], the config's image size) to the
   representation used for kNN / linear-probe evaluation (the encoder output, before any head), in eval
   mode. Methods with a second tower may add their own helpers (e.g. ``encode_text``).
+* ``probe_features(batch)`` gives the features the online linear probe (``jaxcl.train.online_probe``)
+  is trained on, called on the global batch outside ``shard_map`` (the trainer detaches them with
+  ``stop_gradient``). Default: ``features`` of the un-augmented images, an extra eval-mode forward
+  pass; a method may override it to return features it already computed.
 
 Sharding of state inside ``shard_map`` follows the variable type: ``Queue`` and ``Stash`` are split over
 the data axis along their first dimension; every other variable is replicated (``BatchStat`` leaves are
@@ -29,6 +33,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 
@@ -62,3 +67,7 @@ class Method(nnx.Module):
 
   def features(self, images: jax.Array) -> jax.Array:
     raise NotImplementedError
+
+  def probe_features(self, batch: dict[str, jax.Array]) -> jax.Array:
+    """Features [B, F] of ``batch['image']`` (uint8) for the online linear probe; see module docstring."""
+    return self.features(batch["image"].astype(jnp.float32) / 255.0)

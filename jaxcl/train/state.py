@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from jaxcl.train import mesh as mesh_lib
+from jaxcl.train.online_probe import OnlineProbe
 from jaxcl.train.step import make_train_step
 
 KEY_STREAMS = ("init", "train", "eval")
@@ -41,29 +42,39 @@ class TrainSetup:
     seed: the run's one seed.
     total_steps: length of the run (for the method's ``after_step`` schedules).
     grad_cache_chunks: > 1 enables gradient caching with this many chunks per device batch.
+    online_probe: an ``OnlineProbe`` trained on detached features during training (state key
+      ``"probe"``), or None.
   """
 
   def __init__(self, create_method: Callable[[nnx.Rngs], nnx.Module], *, mesh: jax.sharding.Mesh,
                tx: optax.GradientTransformation, schedule: optax.Schedule, seed: int,
-               total_steps: int, grad_cache_chunks: int = 0):
+               total_steps: int, grad_cache_chunks: int = 0,
+               online_probe: OnlineProbe | None = None):
     self.mesh, self.tx, self.schedule = mesh, tx, schedule
+    self.online_probe = online_probe
     self.total_steps, self.grad_cache_chunks = total_steps, grad_cache_chunks
     self.keys = run_keys(seed)
     init_key = self.keys["init"]
     abstract = nnx.eval_shape(lambda: create_method(nnx.Rngs(init_key)))
     self.method_cls = type(abstract)
     self.trainable = self.method_cls.trainable
-    self.graphdef, _, sharded, rest = nnx.split(
+    self.graphdef, abstract_params, sharded, rest = nnx.split(
         abstract, self.trainable, mesh_lib.SHARDED_VARIABLES, ...)
     self.specs = {"sharded": mesh_lib.state_specs(sharded), "rest": mesh_lib.state_specs(rest)}
+    probe_dim = None
+    if online_probe is not None:
+      probe_dim = online_probe.feature_dim(self.graphdef, abstract_params, sharded, rest)
 
     def init():
       model = create_method(nnx.Rngs(init_key))
       _, p, s, r = nnx.split(model, self.trainable, mesh_lib.SHARDED_VARIABLES, ...)
-      return {"step": jnp.zeros((), jnp.int32), "params": p, "sharded": s, "rest": r,
-              "opt_state": tx.init(p),
-              "guard": {"nonfinite_count": jnp.zeros((), jnp.int32),
-                        "first_nonfinite_step": jnp.full((), -1, jnp.int32)}}
+      state = {"step": jnp.zeros((), jnp.int32), "params": p, "sharded": s, "rest": r,
+               "opt_state": tx.init(p),
+               "guard": {"nonfinite_count": jnp.zeros((), jnp.int32),
+                         "first_nonfinite_step": jnp.full((), -1, jnp.int32)}}
+      if online_probe is not None:
+        state["probe"] = online_probe.init(probe_dim)
+      return state
 
     self._init = init
     abstract_state = jax.eval_shape(init)
@@ -92,7 +103,8 @@ class TrainSetup:
     step = make_train_step(
         graphdef=self.graphdef, trainable=self.trainable, tx=self.tx, schedule=self.schedule,
         mesh=self.mesh, state_specs=self.specs, train_key=self.keys["train"],
-        total_steps=self.total_steps, grad_cache_chunks=self.grad_cache_chunks)
+        total_steps=self.total_steps, grad_cache_chunks=self.grad_cache_chunks,
+        online_probe=self.online_probe)
     return jax.jit(step, donate_argnums=(0,),
                    in_shardings=(self.shardings, mesh_lib.batch_sharding(self.mesh)),
                    out_shardings=(self.shardings, mesh_lib.replicated(self.mesh)))

@@ -69,6 +69,7 @@ def make_train_step(
     train_key: jax.Array,
     total_steps: int,
     grad_cache_chunks: int = 0,
+    online_probe: Any = None,
 ) -> Callable[[dict, dict], tuple[dict, dict]]:
   """Builds ``step(state, batch) -> (state, metrics)`` (not yet jitted).
 
@@ -83,6 +84,8 @@ def make_train_step(
     total_steps: length of the run (for ``after_step`` schedules).
     grad_cache_chunks: > 1 enables gradient caching with this many chunks per device batch; needs a
       method with ``embed`` and ``loss_from_embeddings``.
+    online_probe: an ``online_probe.OnlineProbe`` to train on detached features alongside (its state
+      is ``state['probe']``; its metrics join the step's), or None.
 
   Returns:
     The step function.
@@ -126,6 +129,10 @@ def make_train_step(
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new = dict(params=new_params, sharded=new_sharded, rest=new_rest, opt_state=new_opt_state)
+    probe_metrics = {}
+    if online_probe is not None:  # a linear head on detached features (jaxcl.train.online_probe)
+      new["probe"], probe_metrics = online_probe.update(
+          state["probe"], nnx.merge(graphdef, params, sharded, rest, copy=True), batch)
     old = {k: state[k] for k in new}
     # A non-finite step changes nothing but the step counter and the guard, so the state in memory
     # (and every checkpoint written from it) stays the last good one.
@@ -136,7 +143,7 @@ def make_train_step(
     kept["guard"] = dict(nonfinite_count=guard["nonfinite_count"] + (~finite).astype(jnp.int32),
                          first_nonfinite_step=first_bad)
     kept["step"] = step + 1
-    out_metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
+    out_metrics = dict(metrics, **probe_metrics, loss=loss, grad_norm=grad_norm,
                        update_norm=optax.tree.norm(updates), lr=schedule(step),
                        finite=finite.astype(jnp.float32))
     return kept, out_metrics
