@@ -40,6 +40,6 @@ class BarlowTwins(common.ImageMethod):
     self.projector = common.projector(self.encoder.out_dim, mcfg, common.model_dtypes(config), rngs)
 
   def loss(self, batch, *, axis_name=None):
-    z1, z2 = self.project_two_views(batch, axis_name)
+    z1, z2, features = self.project_two_views(batch, axis_name)
     loss = losses.barlow_twins(z1, z2, lambda_offdiag=self.lambda_offdiag, axis_name=axis_name)
-    return loss, common.view_metrics(z1, z2, axis_name)
+    return loss, common.view_metrics(z1, z2, axis_name, features=features)

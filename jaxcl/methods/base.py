@@ -18,10 +18,11 @@ knows nothing else about it:
 * ``features(images)`` maps float images in [0, 1] ([B, H, W, C], the config's image size) to the
   representation used for kNN / linear-probe evaluation (the encoder output, before any head), in eval
   mode. Methods with a second tower may add their own helpers (e.g. ``encode_text``).
-* ``probe_features(batch)`` gives the features the online linear probe (``jaxcl.train.online_probe``)
-  is trained on, called on the global batch outside ``shard_map`` (the trainer detaches them with
-  ``stop_gradient``). Default: ``features`` of the un-augmented images, an extra eval-mode forward
-  pass; a method may override it to return features it already computed.
+* The online linear probe (``jaxcl.train.online_probe``) trains on encoder features. A method that
+  already has them puts them, detached, in ``loss``'s metrics under ``PROBE_FEATURES``: [b, F] or
+  [b, V, F] (V views of each of the device's b rows); the trainer takes them out before averaging the
+  metrics. Otherwise the trainer calls ``probe_features(batch)`` on the global batch outside
+  ``shard_map``: by default ``features`` of the un-augmented images, an extra eval-mode forward pass.
 
 Sharding of state inside ``shard_map`` follows the variable type: ``Queue`` and ``Stash`` are split over
 the data axis along their first dimension; every other variable is replicated (``BatchStat`` leaves are
@@ -35,6 +36,10 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+
+#: The key of ``loss``'s metrics that carries the features for the online probe (see above).
+PROBE_FEATURES = "probe_features"
 
 
 class Target(nnx.Variable):

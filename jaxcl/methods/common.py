@@ -7,7 +7,7 @@ methods (which networks, which loss, what happens after a step) live in their ow
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +15,7 @@ import ml_collections
 from flax import nnx
 
 from jaxcl import augment, losses, models
-from jaxcl.methods.base import Method, Target
+from jaxcl.methods.base import PROBE_FEATURES, Method, Target
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -85,12 +85,21 @@ def global_mean(x: jax.Array, axis_name: str | None) -> jax.Array:
   return x if axis_name is None else jax.lax.pmean(x, axis_name)
 
 
+class TwoViews(NamedTuple):
+  """Projections of two views and the encoder features they came from."""
+  z1: jax.Array        # [b, D]
+  z2: jax.Array        # [b, D]
+  features: jax.Array  # [b, 2, F]: example i's two views' encoder features (detached)
+
+
 def view_metrics(z1: jax.Array, z2: jax.Array, axis_name: str | None, *,
-                 pairwise: bool = True) -> dict[str, jax.Array]:
+                 pairwise: bool = True, features: jax.Array | None = None) -> dict[str, jax.Array]:
   """Cheap monitors on two views' embeddings: embedding_std, alignment, and (``pairwise``) the
   positive_top1 and uniformity that compare every local row with every global row.
 
   Memory-linear (blockwise) losses pass ``pairwise=False``: those two need a [b, B] matrix.
+  ``features`` (the encoder's, [b, views, F]) are passed on under ``PROBE_FEATURES`` for the online
+  probe, which then reuses the training pass instead of running the encoder again.
   """
   z1, z2 = jax.lax.stop_gradient(z1), jax.lax.stop_gradient(z2)
   out = dict(
@@ -100,6 +109,8 @@ def view_metrics(z1: jax.Array, z2: jax.Array, axis_name: str | None, *,
   if pairwise:
     out["positive_top1"] = losses.positive_top1(z1, z2, axis_name=axis_name)
     out["uniformity"] = losses.uniformity(z1, axis_name=axis_name)
+  if features is not None:
+    out[PROBE_FEATURES] = jax.lax.stop_gradient(features)
   return out
 
 
@@ -223,8 +234,8 @@ class ImageMethod(Method):
     """The axis BatchNorm synchronises over: the data axis with ``sync_bn``, else none (local BN)."""
     return axis_name if self.sync_bn else None
 
-  def project_two_views(self, batch: dict[str, jax.Array], axis_name: str | None):
-    """``(z1, z2)``: both views through the encoder and ``self.projector`` in one pass.
+  def project_two_views(self, batch: dict[str, jax.Array], axis_name: str | None) -> TwoViews:
+    """``TwoViews(z1, z2, features)``: both views through the encoder and ``self.projector`` in one pass.
 
     One pass rather than two so that, with global BN, the statistics cover all 2N views (as in SimCLR's
     code). Subclasses that call this define ``self.projector``.
@@ -233,7 +244,8 @@ class ImageMethod(Method):
     bn = self.bn_axis(axis_name)
     h = self.encoder(jnp.concatenate([v1, v2]), train=True, axis_name=bn)
     z1, z2 = jnp.split(self.projector(h, train=True, axis_name=bn), 2)
-    return z1, z2
+    features = jnp.stack(jnp.split(jax.lax.stop_gradient(h), 2), axis=1)
+    return TwoViews(z1, z2, features)
 
   def features(self, images: jax.Array) -> jax.Array:
     """Encoder features [B, out_dim] of float images in [0, 1] (resized to the view size), eval mode."""

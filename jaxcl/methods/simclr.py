@@ -42,9 +42,9 @@ class SimCLR(common.ImageMethod):
     self.projector = common.projector(self.encoder.out_dim, mcfg, common.model_dtypes(config), rngs)
 
   def embed(self, batch, *, axis_name=None):
-    """Projections of the two views, ``{"z1": [b, D], "z2": [b, D]}`` (gradient-caching hook)."""
-    z1, z2 = self.project_two_views(batch, axis_name)
-    return {"z1": z1, "z2": z2}
+    """``{"z1": [b, D], "z2": [b, D], "features": [b, 2, F]}`` of the two views (gradient-caching hook)."""
+    v = self.project_two_views(batch, axis_name)
+    return {"z1": v.z1, "z2": v.z2, "features": v.features}
 
   def loss_from_embeddings(self, emb, batch, *, axis_name=None):
     """NT-Xent of ``embed``'s output (gradient-caching hook); ``loss`` is the composition."""
@@ -52,7 +52,8 @@ class SimCLR(common.ImageMethod):
     z1, z2 = emb["z1"], emb["z2"]
     loss = losses.nt_xent(z1, z2, temperature=self.temperature, axis_name=axis_name,
                           block_size=self.block_size)
-    return loss, common.view_metrics(z1, z2, axis_name, pairwise=self.block_size is None)
+    return loss, common.view_metrics(z1, z2, axis_name, pairwise=self.block_size is None,
+                                     features=emb.get("features"))
 
   def loss(self, batch, *, axis_name=None):
     return self.loss_from_embeddings(self.embed(batch, axis_name=axis_name), batch,

@@ -42,9 +42,9 @@ class SupCon(common.ImageMethod):
     self.projector = common.projector(self.encoder.out_dim, mcfg, common.model_dtypes(config), rngs)
 
   def embed(self, batch, *, axis_name=None):
-    """Projections of the two views, ``{"z1": [b, D], "z2": [b, D]}`` (gradient-caching hook)."""
-    z1, z2 = self.project_two_views(batch, axis_name)
-    return {"z1": z1, "z2": z2}
+    """``{"z1": [b, D], "z2": [b, D], "features": [b, 2, F]}`` of the two views (gradient-caching hook)."""
+    v = self.project_two_views(batch, axis_name)
+    return {"z1": v.z1, "z2": v.z2, "features": v.features}
 
   def loss_from_embeddings(self, emb, batch, *, axis_name=None):
     """SupCon of ``embed``'s output with ``batch['label']`` (gradient-caching hook)."""
@@ -54,7 +54,7 @@ class SupCon(common.ImageMethod):
     # anchors and each anchor's positives are found by label.
     loss = losses.supcon(jnp.concatenate([z1, z2]), jnp.concatenate([labels, labels]),
                          temperature=self.temperature, axis_name=axis_name)
-    return loss, common.view_metrics(z1, z2, axis_name)
+    return loss, common.view_metrics(z1, z2, axis_name, features=emb.get("features"))
 
   def loss(self, batch, *, axis_name=None):
     return self.loss_from_embeddings(self.embed(batch, axis_name=axis_name), batch,

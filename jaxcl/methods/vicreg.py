@@ -42,7 +42,7 @@ class VICReg(common.ImageMethod):
     self.projector = common.projector(self.encoder.out_dim, mcfg, common.model_dtypes(config), rngs)
 
   def loss(self, batch, *, axis_name=None):
-    z1, z2 = self.project_two_views(batch, axis_name)
+    z1, z2, features = self.project_two_views(batch, axis_name)
     sim, var, cov = self.weights
     loss = losses.vicreg(z1, z2, sim_weight=sim, var_weight=var, cov_weight=cov, axis_name=axis_name)
-    return loss, common.view_metrics(z1, z2, axis_name)
+    return loss, common.view_metrics(z1, z2, axis_name, features=features)

@@ -1,11 +1,12 @@
 """The online linear probe: a linear classifier trained on detached encoder features during pretraining.
 
 As in solo-learn and lightly, a softmax head ``logits = h W + b`` is trained with the labels of each
-training batch, with its own optimiser, on ``jax.lax.stop_gradient(method.probe_features(batch))``: the
-encoder never sees its gradient, and its batch accuracy (measured before the update) is logged with the
-loss every ``log_every`` steps, so representation quality is visible during training for the cost of
-one linear layer (plus the eval-mode forward of ``probe_features`` where a method does not reuse its
-training pass; see ``jaxcl.methods.base``).
+training batch, with its own optimiser, on detached encoder features: the encoder never sees its
+gradient, and its batch accuracy (measured before the update) is logged with the loss every
+``log_every`` steps. The features are those of the training pass itself (both augmented views, as in
+solo-learn) where the method hands them over (SimCLR, SupCon, Barlow Twins, VICReg: see
+``jaxcl.methods.base.PROBE_FEATURES``), so the probe costs one linear layer; other methods pay an extra
+eval-mode forward pass of ``probe_features``.
 
 The update runs on the global (GSPMD-sharded) batch outside ``shard_map``, so it is the same on any
 number of devices. Its state lives in the train state under ``"probe"`` and is checkpointed with it.
@@ -51,14 +52,19 @@ class OnlineProbe:
               "b": jnp.zeros((self.num_classes,), jnp.float32)}
     return {"params": params, "opt_state": self.tx.init(params)}
 
-  def update(self, probe: dict, model: nnx.Module,
-             batch: dict[str, jax.Array]) -> tuple[dict, dict[str, jax.Array]]:
-    """One probe step on the batch: ``(new probe state, {"online_probe_acc", "online_probe_loss"})``.
+  def update(self, probe: dict, features: jax.Array,
+             labels: jax.Array) -> tuple[dict, dict[str, jax.Array]]:
+    """One probe step: ``(new probe state, {"online_probe_acc", "online_probe_loss"})``.
 
-    ``model`` is the method with the weights the step's loss saw; only its features are read.
+    Args:
+      probe: the probe's state (``init``).
+      features: [B, F] features of the batch's B examples, or [B, V, F] for V views of each.
+      labels: [B] their labels.
     """
-    feats = jax.lax.stop_gradient(model.probe_features(batch)).astype(jnp.float32)
-    labels = batch["label"]
+    feats = jax.lax.stop_gradient(features).astype(jnp.float32)
+    if feats.ndim == 3:  # every view of an example carries its label
+      labels = jnp.repeat(labels, feats.shape[1])
+      feats = feats.reshape(-1, feats.shape[-1])
 
     def loss_fn(params):
       logits = jnp.matmul(feats, params["w"], precision=jax.lax.Precision.HIGHEST) + params["b"]

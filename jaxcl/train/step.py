@@ -27,6 +27,7 @@ import optax
 from flax import nnx
 
 from jaxcl.train import grad_cache
+from jaxcl.methods.base import PROBE_FEATURES
 from jaxcl.train.mesh import DATA_AXIS, SHARDED_VARIABLES
 
 
@@ -108,16 +109,19 @@ def make_train_step(
     else:
       (loss, (metrics, new_sharded, new_rest)), grads = jax.value_and_grad(
           loss_fn, has_aux=True)(params)
-    return loss, _device_mean(metrics), grads, new_sharded, _device_mean(new_rest)
+    # Features for the online probe stay per row (split over devices), not averaged.
+    features = metrics.pop(PROBE_FEATURES, None)
+    return loss, _device_mean(metrics), grads, new_sharded, _device_mean(new_rest), features
 
   def step_fn(state, batch):
     step = state["step"]
     params, sharded, rest = state["params"], state["sharded"], state["rest"]
     p_spec = jax.tree.map(lambda _: jax.P(), params)
-    loss, metrics, grads, new_sharded, new_rest = jax.shard_map(
+    loss, metrics, grads, new_sharded, new_rest, features = jax.shard_map(
         per_device, mesh=mesh,
         in_specs=(p_spec, state_specs["sharded"], state_specs["rest"], jax.P(DATA_AXIS), jax.P()),
-        out_specs=(jax.P(), jax.P(), p_spec, state_specs["sharded"], state_specs["rest"]),
+        out_specs=(jax.P(), jax.P(), p_spec, state_specs["sharded"], state_specs["rest"],
+                   jax.P(DATA_AXIS)),
     )(params, sharded, rest, batch, step)
 
     updates, new_opt_state = tx.update(grads, state["opt_state"], params)
@@ -131,8 +135,9 @@ def make_train_step(
     new = dict(params=new_params, sharded=new_sharded, rest=new_rest, opt_state=new_opt_state)
     probe_metrics = {}
     if online_probe is not None:  # a linear head on detached features (jaxcl.train.online_probe)
-      new["probe"], probe_metrics = online_probe.update(
-          state["probe"], nnx.merge(graphdef, params, sharded, rest, copy=True), batch)
+      if features is None:  # the method did not hand over its training pass's features
+        features = nnx.merge(graphdef, params, sharded, rest, copy=True).probe_features(batch)
+      new["probe"], probe_metrics = online_probe.update(state["probe"], features, batch["label"])
     old = {k: state[k] for k in new}
     # A non-finite step changes nothing but the step counter and the guard, so the state in memory
     # (and every checkpoint written from it) stays the last good one.
