@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcl.models.conv import conv_general_dilated
 from jaxcl.models.norm import BatchNorm
 
 _he_fan_out = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -21,7 +22,8 @@ def _conv(cin, cout, k, stride, *, dtype, param_dtype, rngs):
   pad = k // 2
   return nnx.Conv(
       cin, cout, (k, k), strides=(stride, stride), padding=((pad, pad), (pad, pad)), use_bias=False,
-      kernel_init=_he_fan_out, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+      kernel_init=_he_fan_out, conv_general_dilated=conv_general_dilated, dtype=dtype,
+      param_dtype=param_dtype, rngs=rngs)
 
 
 class BasicBlock(nnx.Module):

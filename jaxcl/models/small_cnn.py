@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcl.models.conv import conv_general_dilated
 from jaxcl.models.norm import BatchNorm
 
 
@@ -49,7 +50,8 @@ class SmallCNN(nnx.Module):
     cin = in_channels
     for w, s in zip(widths, strides):
       convs.append(nnx.Conv(cin, w, (3, 3), strides=(s, s), padding=((1, 1), (1, 1)), use_bias=False,
-                            dtype=dtype, param_dtype=param_dtype, rngs=rngs))
+                            conv_general_dilated=conv_general_dilated, dtype=dtype,
+                            param_dtype=param_dtype, rngs=rngs))
       norms.append(BatchNorm(w, dtype=dtype, param_dtype=param_dtype))
       cin = w
     self.convs = nnx.List(convs)

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcl.models.conv import conv_general_dilated
+
 _VIT_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}
 
 
@@ -82,7 +84,8 @@ class ViT(nnx.Module):
     self.grid = image_size // patch_size
     self.dtype = dtype
     self.patch_embed = nnx.Conv(in_channels, width, (patch_size, patch_size),
-                                strides=(patch_size, patch_size), padding="VALID", **kw)
+                                strides=(patch_size, patch_size), padding="VALID",
+                                conv_general_dilated=conv_general_dilated, **kw)
     init = nnx.initializers.normal(0.02)
     self.cls = nnx.Param(init(rngs.params(), (1, 1, width), param_dtype)) if pool == "cls" else None
     # The CLS token gets its own position slot, as in the original ViT.
