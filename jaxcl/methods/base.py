@@ -18,8 +18,9 @@ knows nothing else about it:
 * ``features(images)`` maps float images in [0, 1] ([B, H, W, C], the config's image size) to the
   representation used for kNN / linear-probe evaluation (the encoder output, before any head), in eval
   mode. Methods with a second tower may add their own helpers (e.g. ``encode_text``).
-* The online linear probe (``jaxcl.train.online_probe``) trains on encoder features. A method that
-  already has them puts them, detached, in ``loss``'s metrics under ``PROBE_FEATURES``: [b, F] or
+* The online linear probe (``jaxcl.train.online_probe``) trains on encoder features. When the trainer
+  sets ``hand_over_features``, a method that already has them puts them, detached, in ``loss``'s
+  metrics under ``PROBE_FEATURES``: [b, F] or
   [b, V, F] (V views of each of the device's b rows); the trainer takes them out before averaging the
   metrics. Otherwise the trainer calls ``probe_features(batch)`` on the global batch outside
   ``shard_map``: by default ``features`` of the un-augmented images, an extra eval-mode forward pass.
@@ -61,6 +62,10 @@ class Method(nnx.Module):
   uses_labels: ClassVar[bool] = False
   #: Which variables the optimizer updates.
   trainable: ClassVar[Any] = nnx.Param
+  #: Set on the instance by the trainer when it runs the online probe: ``loss`` then adds the
+  #: detached features of its forward pass to its metrics under ``PROBE_FEATURES`` (methods that can).
+  #: Off by default, so ``loss``'s metrics are scalars for any other caller.
+  hand_over_features: bool = False
 
   def loss(
       self, batch: dict[str, jax.Array], *, axis_name: str | None = None

@@ -89,7 +89,8 @@ class TwoViews(NamedTuple):
   """Projections of two views and the encoder features they came from."""
   z1: jax.Array        # [b, D]
   z2: jax.Array        # [b, D]
-  features: jax.Array  # [b, 2, F]: example i's two views' encoder features (detached)
+  features: jax.Array | None  # [b, 2, F]: example i's two views' encoder features (detached), when
+                              # the trainer asks for them (``hand_over_features``)
 
 
 def view_metrics(z1: jax.Array, z2: jax.Array, axis_name: str | None, *,
@@ -244,7 +245,9 @@ class ImageMethod(Method):
     bn = self.bn_axis(axis_name)
     h = self.encoder(jnp.concatenate([v1, v2]), train=True, axis_name=bn)
     z1, z2 = jnp.split(self.projector(h, train=True, axis_name=bn), 2)
-    features = jnp.stack(jnp.split(jax.lax.stop_gradient(h), 2), axis=1)
+    features = None
+    if self.hand_over_features:  # for the trainer's online probe (see jaxcl.methods.base)
+      features = jnp.stack(jnp.split(jax.lax.stop_gradient(h), 2), axis=1)
     return TwoViews(z1, z2, features)
 
   def features(self, images: jax.Array) -> jax.Array:

@@ -99,8 +99,9 @@ def _same_variance(lhs: jax.Array, rhs: jax.Array) -> tuple[jax.Array, jax.Array
   A custom VJP must return cotangents typed like its inputs, and a device-varying activation meets a
   replicated kernel here. Adding the zero makes JAX cast the kernel to varying before ``conv2d``, and
   that cast's transpose sums the kernel gradient over devices, as for ``lax``'s own convolution.
-  XLA folds the ``where`` on a constant and the added zero away; outside ``shard_map`` nothing changes.
+  The zero is the sum of an empty slice (exact, whatever ``x`` holds, and valid on any sharding);
+  outside ``shard_map`` nothing changes.
   """
   def zero_like(x, dtype):
-    return jnp.where(True, jnp.zeros((), dtype), x[(0,) * x.ndim].astype(dtype))
+    return jnp.sum(x[(slice(0, 0),) + (slice(0, 1),) * (x.ndim - 1)]).astype(dtype)
   return lhs + zero_like(rhs, lhs.dtype), rhs + zero_like(lhs, rhs.dtype)

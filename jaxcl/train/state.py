@@ -30,6 +30,14 @@ def run_keys(seed: int) -> dict[str, jax.Array]:
   return {name: jax.random.fold_in(root, i) for i, name in enumerate(KEY_STREAMS)}
 
 
+def _handing_over_features(create_method):
+  def create(rngs):
+    method = create_method(rngs)
+    method.hand_over_features = True
+    return method
+  return create
+
+
 class TrainSetup:
   """Everything built before the first step: the method's graph, state shardings, init and step.
 
@@ -55,6 +63,8 @@ class TrainSetup:
     self.total_steps, self.grad_cache_chunks = total_steps, grad_cache_chunks
     self.keys = run_keys(seed)
     init_key = self.keys["init"]
+    if online_probe is not None:  # ask the method for the features of its own forward pass
+      create_method = _handing_over_features(create_method)
     abstract = nnx.eval_shape(lambda: create_method(nnx.Rngs(init_key)))
     self.method_cls = type(abstract)
     self.trainable = self.method_cls.trainable
