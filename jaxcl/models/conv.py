@@ -99,9 +99,9 @@ def _same_variance(lhs: jax.Array, rhs: jax.Array) -> tuple[jax.Array, jax.Array
   A custom VJP must return cotangents typed like its inputs, and a device-varying activation meets a
   replicated kernel here. Adding the zero makes JAX cast the kernel to varying before ``conv2d``, and
   that cast's transpose sums the kernel gradient over devices, as for ``lax``'s own convolution.
-  The zero is the sum of an empty slice (exact, whatever ``x`` holds, and valid on any sharding);
-  outside ``shard_map`` nothing changes.
+  The zero is the sum of an empty slice of the channel axis, never a sharded one (exact, whatever
+  ``x`` holds, and valid eagerly on an explicitly sharded array); outside ``shard_map`` nothing changes.
   """
   def zero_like(x, dtype):
-    return jnp.sum(x[(slice(0, 0),) + (slice(0, 1),) * (x.ndim - 1)]).astype(dtype)
+    return jnp.sum(jax.lax.slice_in_dim(x, 0, 0, axis=x.ndim - 1)).astype(dtype)
   return lhs + zero_like(rhs, lhs.dtype), rhs + zero_like(lhs, rhs.dtype)
