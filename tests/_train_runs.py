@@ -158,9 +158,11 @@ class Worker:
     os.makedirs(os.fspath(workdir), exist_ok=True)
     # The worker sets its own device count; every other XLA flag of this process (ISA, vector width)
     # is passed on, so a worker compiles the same program as the in-process reference.
+    # PYTHONPATH: the worker imports this checkout's jaxcl, whatever copy pip installed.
     env = dict(os.environ, XLA_FLAGS=" ".join(
         f for f in os.environ.get("XLA_FLAGS", "").split()
-        if not f.startswith("--xla_force_host_platform_device_count")))
+        if not f.startswith("--xla_force_host_platform_device_count")),
+        PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
     cmd = [sys.executable, WORKER, f"--devices={devices}", *hooks, "--", "train",
            f"--workdir={workdir}", *FLAGS, *flags]
     self._log = open(self.log_path, "w")

@@ -5,11 +5,18 @@ XLA_FLAGS must be set before JAX is imported anywhere, so this runs first.
 
 import os
 import socket
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests (and the training subprocesses they start) compile the same programs: the smoke config's
+# init and step. XLA's persistent cache shares them across tests, workers and processes; a cached
+# executable is the compiled program itself, so results are bit-identical to a fresh compile.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"jaxcl-tests-xla-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # TFDS would otherwise spend minutes resolving GCS hosts on an offline machine.
 os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 os.environ.setdefault("NO_GCE_CHECK", "true")

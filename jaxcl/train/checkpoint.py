@@ -48,6 +48,12 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, *, keep: int = 3, keep_every: int = 0,
                async_save: bool = True):
     self.directory = epath.Path(directory)
+    # Orbax's replica-parallel save splits every replicated array into one slice per replica (an
+    # eager op, so a compile per leaf shape: seconds at the first save) so that several hosts share
+    # the writing. With one process there is nobody to share with, so it is switched off there.
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=jax.process_count() > 1),
+        override=True)
     options = ocp.CheckpointManagerOptions(
         preservation_policy=_preservation(keep, keep_every),
         enable_async_checkpointing=async_save,

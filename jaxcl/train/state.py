@@ -97,8 +97,14 @@ class TrainSetup:
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, self.shardings)
 
   def init_state(self) -> dict:
-    """The initial train state, created directly with its shardings (no host copy of the weights)."""
-    return jax.jit(self._init, out_shardings=self.shardings)()
+    """The initial train state, created directly with its shardings (no host copy of the weights).
+
+    Compiled without XLA's backend optimisations: the program runs once, and on CPU optimising its
+    random-number kernels takes longer than running them (SmallCNN: 3.9 s -> 0.8 s to compile;
+    ResNet-50: 9.3 s -> 4.6 s to compile, 0.3 s -> 1.9 s to run).
+    """
+    return jax.jit(self._init, out_shardings=self.shardings,
+                   compiler_options={"xla_backend_optimization_level": 0})()
 
   def method(self, state: dict) -> nnx.Module:
     """The method module holding ``state``'s arrays (for evaluation and export)."""
