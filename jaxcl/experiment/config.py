@@ -54,7 +54,9 @@ def eval_defaults() -> ml_collections.ConfigDict:
   e.max_test_examples = 0
   e.embedding_map = True        # t-SNE map of test embeddings (workdir/tsne.png)
   e.online_probe = True         # linear head on detached features, trained during pretraining
-                                # (where the data has labels); its batch accuracy is logged
+                                # (where the data has labels); its batch accuracy is logged, its
+                                # test accuracy is a column of the final table
+  e.online_probe_lr = 1e-2      # the online probe's Adam learning rate
   return e
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 
 from jaxcl import data, evaluate, methods, report
@@ -42,7 +43,8 @@ def build_setup(config: ml_collections.ConfigDict, mesh_: jax.sharding.Mesh,
                                       global_batch_size=config.batch_size)
   probe = None
   if config.eval.online_probe and info.num_classes >= 2:  # only where the data has labels
-    probe = OnlineProbe(info.num_classes, image_shape=tuple(info.image_shape))
+    probe = OnlineProbe(info.num_classes, image_shape=tuple(info.image_shape),
+                        tx=optax.adam(config.eval.online_probe_lr))
   setup = TrainSetup(lambda rngs: create(rngs=rngs), mesh=mesh_, tx=tx, schedule=schedule,
                      seed=config.seed, total_steps=config.steps,
                      grad_cache_chunks=config.train.grad_cache_chunks, online_probe=probe)
@@ -143,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   method = setup.method(state)
   if t.export_encoder:
     _export_encoder(method, config, workdir)
-  result.update(evaluator.final(method, workdir=workdir, is_main=is_main))
+  result.update(evaluator.final(method, workdir=workdir, is_main=is_main, probe=state.get("probe")))
   writer.write(config.steps, {k: v for k, v in result.items() if isinstance(v, float)})
   writer.close()
   checkpointer.close()
@@ -207,8 +209,7 @@ class Evaluator:
         feats(method, train[0]), train[1], test_f, test[1], k=e.knn_k, temperature=e.knn_temperature,
         num_classes=self.info.num_classes, mesh=self.mesh)}
     if probe is not None:
-      w, b = (np.asarray(jax.device_get(probe["params"][k])) for k in ("w", "b"))
-      out["online_probe_test"] = float(np.mean(np.argmax(test_f @ w + b, -1) == test[1]))
+      out["online_probe_test"] = _probe_accuracy(probe, test_f, test[1])
     return out
 
   def _timed(self, timings: dict[str, float], name: str, fn, *args, **kwargs):
@@ -238,11 +239,13 @@ class Evaluator:
                                   train[1], test_f, test[1], num_classes=self.info.num_classes)
     return out
 
-  def final(self, method: nnx.Module, *, workdir: str, is_main: bool) -> dict:
+  def final(self, method: nnx.Module, *, workdir: str, is_main: bool,
+            probe: dict | None = None) -> dict:
     """kNN + linear probe of ``method`` (and the baselines); one timed line per phase.
 
     The wall time of each phase (``<representation>/extract``, ``/knn``, ``/linear probe``) and the
-    total go to ``result['eval_seconds']`` (hence ``results.json``).
+    total go to ``result['eval_seconds']`` (hence ``results.json``). ``probe``: the online probe's
+    state, whose test accuracy becomes the pretrained row's ``online_probe`` column.
     """
     e = self.config.eval
     if not e.final:
@@ -253,6 +256,8 @@ class Evaluator:
     train, test = self.arrays()
     train_f, test_f = self._features(timings, "pretrained", method, train, test)
     out = self._score(timings, "pretrained", train_f, test_f, train, test)
+    if probe is not None:
+      out["online_probe"] = _probe_accuracy(probe, test_f, test[1])
     rows = {f"{self.config.method.name} (pretrained)": out}
     result = dict(out)
     if e.baselines:
@@ -267,7 +272,8 @@ class Evaluator:
       result["random_init"], result["raw_pixels"] = rand, raw
     timings["total"] = round(time.perf_counter() - t0, 2)
     result["eval_seconds"] = timings
-    table = evaluate.format_table(rows, column_titles={"knn": f"kNN (k={e.knn_k})"})
+    table = evaluate.format_table(rows, column_titles={"knn": f"kNN (k={e.knn_k})",
+                                                       "online_probe": "online probe"})
     result["table"] = table
     if is_main:
       print(f"\n{self.config.data.name}: {len(train[1])} train / {len(test[1])} test images "
@@ -279,6 +285,12 @@ class Evaluator:
                                   class_names=list(self.info.class_names),
                                   title=f"{self.config.method.name}: test embeddings")
     return result
+
+
+def _probe_accuracy(probe: dict, features: np.ndarray, labels: np.ndarray) -> float:
+  """Accuracy of the online probe's linear head on ``features``."""
+  w, b = (np.asarray(jax.device_get(probe["params"][k])) for k in ("w", "b"))
+  return float(np.mean(np.argmax(features @ w + b, -1) == labels))
 
 
 def _flat_pixels(images: np.ndarray) -> np.ndarray:
@@ -308,6 +320,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
   with config.unlocked():
     config.eval.final = True
   result = Evaluator(config, setup, info).final(setup.method(state), workdir=workdir,
-                                          is_main=jax.process_index() == 0)
+                                                is_main=jax.process_index() == 0,
+                                                probe=state.get("probe"))
   result["step"] = int(meta.get("step", -1))
   return result

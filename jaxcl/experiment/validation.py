@@ -104,6 +104,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     _fail("eval.knn_k", e.knn_k, "k must be a positive integer (200 in Wu et al. 2018).")
   if e.knn_temperature <= 0:
     _fail("eval.knn_temperature", e.knn_temperature, "must be > 0 (0.1 is standard).")
+  if e.online_probe and not e.online_probe_lr > 0:
+    _fail("eval.online_probe_lr", e.online_probe_lr,
+          "must be > 0 (1e-2 is the default), or set eval.online_probe=False.")
   if e.knn_every < 0:
     _fail("eval.knn_every", e.knn_every, "must be >= 0 (0: only at the end).")
 

@@ -16,7 +16,9 @@ uses Orbax's preservation policies: the newest ``keep`` checkpoints plus, option
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 from typing import Any, Mapping
 
@@ -35,6 +37,25 @@ def _preservation(keep: int, keep_every: int):
   return _pp.AnyPreservationPolicy(policies)
 
 
+@functools.cache
+def _use_replica_parallel(enabled: bool) -> None:
+  """Sets Orbax's replica-parallel saving of ``jax.Array`` (once per process and setting).
+
+  It splits every replicated array into one slice per replica (an eager op, so one compile per leaf
+  shape: seconds at the first save) so that several hosts share the writing. With one process there
+  is nobody to share with, so it is switched off there. Orbax logs a warning when a handler is
+  replaced; this replacement is intended, so that warning is silenced.
+  """
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=enabled), override=True)
+  finally:
+    absl_logger.setLevel(level)
+
+
 class Checkpointer:
   """Periodic async saves and restore of the latest complete checkpoint in ``directory``.
 
@@ -48,12 +69,7 @@ class Checkpointer:
   def __init__(self, directory: str | os.PathLike, *, keep: int = 3, keep_every: int = 0,
                async_save: bool = True):
     self.directory = epath.Path(directory)
-    # Orbax's replica-parallel save splits every replicated array into one slice per replica (an
-    # eager op, so a compile per leaf shape: seconds at the first save) so that several hosts share
-    # the writing. With one process there is nobody to share with, so it is switched off there.
-    ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=jax.process_count() > 1),
-        override=True)
+    _use_replica_parallel(jax.process_count() > 1)
     options = ocp.CheckpointManagerOptions(
         preservation_policy=_preservation(keep, keep_every),
         enable_async_checkpointing=async_save,

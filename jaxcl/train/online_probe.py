@@ -28,8 +28,8 @@ class OnlineProbe:
   Args:
     num_classes: number of label values.
     image_shape: (H, W, C) of the batch's uint8 images (to find the feature width abstractly).
-    tx: the probe's own optimiser (default Adam, lr 1e-3: insensitive to the scale of the features,
-      which differs between encoders and changes as they train).
+    tx: the probe's own optimiser (default Adam, lr 1e-2: Adam is insensitive to the scale of the
+      features, which differs between encoders and changes as they train).
   """
 
   def __init__(self, num_classes: int, *, image_shape: tuple[int, ...],
@@ -37,7 +37,7 @@ class OnlineProbe:
     if num_classes < 2:
       raise ValueError(f"the online probe needs labelled data with >= 2 classes, got {num_classes}.")
     self.num_classes, self.image_shape = int(num_classes), tuple(image_shape)
-    self.tx = optax.adam(1e-3) if tx is None else tx
+    self.tx = optax.adam(1e-2) if tx is None else tx
 
   def feature_dim(self, graphdef: Any, *states: Any) -> int:
     """Width of ``probe_features`` for the method ``nnx.merge(graphdef, *states)`` (no compute)."""
