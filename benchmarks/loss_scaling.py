@@ -191,7 +191,9 @@ def _with_matmul_rate(rec: dict, cfg: dict, mesh, a, b) -> dict:
       yi = jax.lax.dynamic_slice_in_dim(y, ((i // nb + i) % nb) * block, block)
       return acc + jnp.dot(xi, yi.T, preferred_element_type=jnp.float32)
 
-    acc = jax.lax.fori_loop(0, tiles, body, jnp.zeros((block, block), jnp.float32))
+    # The carry varies over the devices like the body's result (shard_map checks that it matches).
+    zero = jnp.zeros((block, block), jnp.float32) + 0.0 * x[0, 0].astype(jnp.float32)
+    acc = jax.lax.fori_loop(0, tiles, body, zero)
     return acc.sum(keepdims=True)
 
   ref = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(row, row), out_specs=row))

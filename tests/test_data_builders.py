@@ -164,15 +164,17 @@ def test_unprepared_dataset_fails_at_once_with_the_command(tmp_path, name):
 def test_unknown_dataset_lists_what_is_available(tmp_path):
   cfg = data.default_config("no_such_dataset")
   cfg.data_dir = str(tmp_path)
-  with pytest.raises(ValueError, match="data.name=.no_such_dataset.. Available: cifar10, digits"):
+  with pytest.raises(ValueError, match="data.name=.no_such_dataset.. Available: animal_shapes, "
+                     "cifar10, digits"):
     data.info(cfg)
 
 
 def test_prepared_check_uses_the_builders_version():
   from jaxcl.data import sources
-  from jaxcl.data.builders import cifar10, digits
+  from jaxcl.data.builders import animal_shapes, cifar10, digits
 
-  assert str(digits.Digits.VERSION) == str(cifar10.Cifar10.VERSION) == sources.EMBEDDED_VERSION
+  assert (str(digits.Digits.VERSION) == str(cifar10.Cifar10.VERSION)
+          == str(animal_shapes.AnimalShapes.VERSION) == sources.EMBEDDED_VERSION)
 
 
 def _png_builder(name, version, colours, class_names, shape=(None, None, 3)):
@@ -245,3 +247,16 @@ def test_resize_and_crop_takes_the_centre_square():
   # loses one column on each side to the centre crop.
   np.testing.assert_array_equal(out, image[1::2, 1::2][:, 1:5])
   np.testing.assert_array_equal(transforms.resize_and_crop(image[:4, :4], 4), image[:4, :4])
+
+
+def test_animal_shapes_prepared_on_first_use_from_the_installed_package(tmp_path):
+  cfg = data.default_config("animal_shapes")
+  cfg.data_dir = str(tmp_path)
+  info = data.info(cfg)  # prepares it: the arrays ship with the animal-shape-mnist package
+  assert info.image_shape == (28, 28, 1) and info.num_classes == 10
+  assert (info.num_train, info.num_test) == (8000, 2000) and info.class_names[-1] == "zebra"
+  images, labels = data.load_arrays(cfg, "test")
+  assert images.dtype == np.uint8 and images.shape == (2000, 28, 28, 1)
+  np.testing.assert_array_equal(np.bincount(labels), [200] * 10)  # stratified
+  assert images.max() == 255 and images.min() == 0
+  assert "animal_shape_mnist" not in sys.modules  # read as data; the package's code never ran

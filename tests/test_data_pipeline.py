@@ -113,3 +113,49 @@ def test_shuffle_seed_field_overrides_the_seed_argument(digits_cfg):
 def test_bad_batch_settings_raise(digits_cfg, kwargs, match):
   with pytest.raises(ValueError, match=match):
     data.train_iterator(digits_cfg, seed=0, **kwargs)
+
+
+def _balanced(cfg, **kwargs):
+  cfg = cfg.copy_and_resolve_references()
+  cfg.examples_per_class = 4
+  return data.train_iterator(cfg, seed=5, global_batch_size=24, **kwargs)
+
+
+def test_class_balanced_batches_hold_m_of_each_of_b_over_m_classes(digits_cfg):
+  it = _balanced(digits_cfg)
+  class_sets = []
+  for _ in range(20):
+    labels = next(it)["label"]
+    counts = np.bincount(labels, minlength=10)
+    assert sorted(counts[counts > 0]) == [4] * 6  # 24 / 4 classes, 4 examples each
+    assert len(set(labels[:4])) > 1  # rows are shuffled: a device's rows are not one class
+    class_sets.append(frozenset(labels.tolist()))
+  assert len(set(class_sets)) > 10 and set().union(*class_sets) == set(range(10))
+
+
+def test_class_balanced_batches_resume_and_split_over_processes(digits_cfg):
+  it = _balanced(digits_cfg)
+  next(it)
+  state = it.get_state()
+  want = [next(it) for _ in range(2)]
+  resumed = _balanced(digits_cfg)
+  resumed.set_state(state)
+  parts = [_balanced(digits_cfg, process_index=p, process_count=2) for p in range(2)]
+  for p in parts:
+    next(p)
+  for batch in want:
+    np.testing.assert_array_equal(next(resumed)["image"], batch["image"])
+    halves = [next(p) for p in parts]
+    np.testing.assert_array_equal(np.concatenate([h["label"] for h in halves]), batch["label"])
+
+
+@pytest.mark.parametrize("m, batch, match", [
+    (5, 24, "examples_per_class=5: must be >= 2 and divide the global batch 24"),
+    (2, 24, "into at most 10 classes"),  # 12 classes asked, digits has 10
+    (1, 24, "must be >= 2"),
+])
+def test_bad_examples_per_class_raise(digits_cfg, m, batch, match):
+  cfg = digits_cfg.copy_and_resolve_references()
+  cfg.examples_per_class = m
+  with pytest.raises(ValueError, match=match):
+    data.train_iterator(cfg, seed=0, global_batch_size=batch)

@@ -37,6 +37,8 @@ CASES = [
     ("dclw", L.dcl, 2, False, dict(temperature=0.1, weight_sigma=0.5)),
     ("hcl", L.hard_negative_nt_xent, 2, False, dict(temperature=0.5, beta=1.0, tau_plus=0.1)),
     ("supcon", L.supcon, 1, True, dict(temperature=0.1)),
+    ("batch_hard_triplet", L.batch_hard_triplet, 1, True, dict(margin=1.0)),
+    ("batch_semi_hard_triplet", L.batch_semi_hard_triplet, 1, True, dict(margin=1.0)),
     ("moco_infonce", L.moco_infonce, 3, False, dict(temperature=0.2)),
     ("barlow_twins", L.barlow_twins, 2, False, dict(lambda_offdiag=5e-3)),
     ("vicreg", L.vicreg, 2, False, {}),

@@ -257,7 +257,8 @@ def test_clip_captions_tokenizer_and_zero_shot():
   siglip = build("siglip")
   np.testing.assert_allclose(siglip.logit_scale(), 10.0, rtol=1e-5)
   assert float(siglip.logit_bias[...]) == -10.0
-  assert siglip.uses_labels and methods.SupCon.uses_labels and not methods.SimCLR.uses_labels
+  # The two-view methods read labels when their loss does (SupCon's default does, SimCLR's not).
+  assert siglip.uses_labels and build("supcon").uses_labels and not build("simclr").uses_labels
 
 
 def test_features_resize_and_eval_mode():

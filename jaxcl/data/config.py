@@ -22,7 +22,7 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
   """Returns the `data` sub-config for dataset `name`.
 
   Fields:
-    name: "digits" (embedded, prepared on first use), "cifar10" (from a user's
+    name: "digits" or "animal_shapes" (embedded, prepared on first use), "cifar10" (from a user's
       cifar-10-python.tar.gz), or any TFDS catalog name already prepared as array_record in data_dir.
     data_dir: TFDS data directory (`$JAXCL_DATA_DIR` or ~/.cache/jaxcl/tensorflow_datasets).
     manual_dir: where `prepare` finds user-supplied archives (cifar10: cifar-10-python.tar.gz).
@@ -34,6 +34,8 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
     read_threads: threads per process that read and decode batches.
     prefetch_buffer_size: batches (not examples) read ahead per process by those threads.
     shuffle_seed: if not None, overrides the `seed` given to `train_iterator`.
+    examples_per_class: m > 0 makes every global batch hold m examples of each of batch / m classes
+      (what batch-hard / semi-hard mining and SupCon need); 0 shuffles the split instead.
     train_split / eval_split: TFDS split names used for training and evaluation.
     image_key / label_key: feature names of the image and the integer label.
 
@@ -54,6 +56,7 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
   cfg.read_threads = 2
   cfg.prefetch_buffer_size = 4
   cfg.shuffle_seed = config_dict.placeholder(int)
+  cfg.examples_per_class = 0
   cfg.train_split = "train"
   cfg.eval_split = _DEFAULT_EVAL_SPLIT.get(name, "test")
   cfg.image_key = "image"

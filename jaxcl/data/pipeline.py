@@ -5,6 +5,10 @@ Every JAX process computes the same global order: epoch e is a permutation of th
 a different remainder each epoch), and process p reads rows [p*L, (p+1)*L) of each global batch, where
 L = global_batch_size / process_count. So the processes' slices are disjoint, together they are exactly
 the single-process global batch, and results do not depend on how many hosts read them.
+
+With ``examples_per_class = m`` the global batches are class-balanced instead (``ClassBalancedSlice``):
+global batch s holds m examples of each of B / m classes, drawn from (seed, s) alone, and is cut into
+process slices the same way.
 """
 
 import sys
@@ -48,6 +52,63 @@ class GlobalBatchSlice(grain.MapDataset):
     step, row = divmod(index, self._local)
     epoch, position = divmod(step * self._global + self._offset + row, self._used)
     return self._parent[epoch * self._epoch_size + position]
+
+
+class ClassBalancedSlice(grain.MapDataset):
+  """Index i of this process's example stream -> example of an m-per-class global batch.
+
+  Global batch s is a pure function of (seed, s): B / m distinct classes drawn uniformly without
+  replacement, m distinct examples of each (a class with fewer than m examples gives all of them and
+  then repeats, drawn again), the B rows shuffled so that no device holds one class only. Batches are
+  drawn independently (no epochs), so the stream is infinite, any step can be read directly and the
+  iterator's state (a position) resumes it exactly.
+  """
+
+  def __init__(self, parent: grain.MapDataset, labels: np.ndarray, *, seed: int,
+               examples_per_class: int, global_batch_size: int, process_index: int,
+               process_count: int):
+    super().__init__(parent)
+    labels = np.asarray(labels)
+    self._classes = np.unique(labels)
+    self._members = [np.flatnonzero(labels == c) for c in self._classes]
+    self._seed, self._m, self._global = seed, examples_per_class, global_batch_size
+    self._local = global_batch_size // process_count
+    self._offset = process_index * self._local
+    self._cached: tuple[int, np.ndarray] | None = None
+
+  def __len__(self) -> int:
+    return sys.maxsize
+
+  def __str__(self) -> str:
+    return (f"ClassBalancedSlice(m={self._m}, classes per batch={self._global // self._m}, "
+            f"local={self._local}, offset={self._offset})")
+
+  def global_batch(self, step: int) -> np.ndarray:
+    """Source indices [B] of global batch ``step``."""
+    if self._cached is None or self._cached[0] != step:
+      rng = np.random.default_rng([self._seed % 2**32, step])
+      picked = rng.choice(len(self._classes), self._global // self._m, replace=False)
+      rows = [_draw(rng, self._members[c], self._m) for c in picked]
+      self._cached = (step, rng.permuted(np.concatenate(rows)))
+    return self._cached[1]
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    step, row = divmod(index, self._local)
+    return self._parent[int(self.global_batch(step)[self._offset + row])]
+
+
+def _draw(rng: np.random.Generator, members: np.ndarray, m: int) -> np.ndarray:
+  """m distinct members, or every member and then repeats when there are fewer than m."""
+  if len(members) >= m:
+    return rng.choice(members, m, replace=False)
+  return rng.permuted(np.resize(members, m))
+
+
+def _labels(source: Any, label_key: str) -> np.ndarray:
+  """Every example's label, read once (the m-per-class sampler's index)."""
+  return np.asarray([int(source[i][label_key]) for i in range(len(source))], np.int64)
 
 
 def sliced_dataset(source: Any, *, seed: int, global_batch_size: int, process_index: int = 0,
@@ -105,8 +166,21 @@ def train_iterator(cfg: ml_collections.ConfigDict, *, seed: int, global_batch_si
   source = sources.data_source(cfg, cfg.train_split, field="data.train_split")
   if cfg.shuffle_seed is not None:
     seed = cfg.shuffle_seed
-  ds = sliced_dataset(source, seed=seed, global_batch_size=global_batch_size,
-                      process_index=process_index, process_count=process_count)
+  m = cfg.get("examples_per_class", 0)
+  if m:
+    labels = _labels(source, cfg.label_key)
+    classes = len(np.unique(labels))
+    if m < 2 or global_batch_size % m or global_batch_size // m > classes:
+      raise ValueError(
+          f"config.data.examples_per_class={m}: must be >= 2 and divide the global batch "
+          f"{global_batch_size} into at most {classes} classes (the split's); e.g. "
+          f"{max(2, -(-global_batch_size // classes))} when it divides the batch.")
+    ds = ClassBalancedSlice(grain.MapDataset.source(source), labels, seed=seed,
+                            examples_per_class=m, global_batch_size=global_batch_size,
+                            process_index=process_index, process_count=process_count)
+  else:
+    ds = sliced_dataset(source, seed=seed, global_batch_size=global_batch_size,
+                        process_index=process_index, process_count=process_count)
   ds = ds.map(_example_transform(cfg))
   # Batching before to_iter_dataset keeps whole batches as the unit that workers take turns on, so
   # the batches are the same for any num_workers.

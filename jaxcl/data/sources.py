@@ -19,7 +19,9 @@ os.environ.setdefault("NO_GCE_CHECK", "true")
 
 import ml_collections  # noqa: E402
 
-EMBEDDED = ("digits", "cifar10")
+EMBEDDED = ("digits", "cifar10", "animal_shapes")
+# Embedded datasets whose files ship with an installed package: prepared on first use.
+AUTO_PREPARED = ("digits", "animal_shapes")
 # Kept beside the builders' VERSION so the prepared-check needs no TFDS import (a test checks both).
 EMBEDDED_VERSION = "1.0.0"
 _log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ def _tfds():
 def prepare_command(cfg: ml_collections.ConfigDict) -> str:
   """The exact shell command that prepares `cfg.name` into `cfg.data_dir`."""
   parts = ["jaxcl", "prepare-data", cfg.name]
-  if cfg.name != "digits":
+  if cfg.name not in AUTO_PREPARED:
     parts += ["--manual_dir", cfg.manual_dir or "DIR"]
   parts += ["--data_dir", cfg.data_dir]
   return " ".join(parts)
@@ -187,14 +189,17 @@ def _embedded_builder(cfg: ml_collections.ConfigDict):
     from jaxcl.data.builders import digits  # pylint: disable=g-import-not-at-top
     config = digits.config_for(_digits_size(cfg), cfg.resize_method)
     return digits.Digits(data_dir=cfg.data_dir, config=config, file_format="array_record")
+  if cfg.name == "animal_shapes":
+    from jaxcl.data.builders import animal_shapes  # pylint: disable=g-import-not-at-top
+    return animal_shapes.AnimalShapes(data_dir=cfg.data_dir, file_format="array_record")
   from jaxcl.data.builders import cifar10  # pylint: disable=g-import-not-at-top
   return cifar10.Cifar10(data_dir=cfg.data_dir, file_format="array_record")
 
 
 def builder(cfg: ml_collections.ConfigDict):
-  """The TFDS builder of a prepared dataset (digits is prepared here on first use)."""
-  if cfg.name == "digits" and not _is_prepared_dir(_embedded_dir(cfg)):
-    _log.info("Preparing the embedded digits dataset in %s (first use).", cfg.data_dir)
+  """The TFDS builder of a prepared dataset (digits and animal_shapes are prepared on first use)."""
+  if cfg.name in AUTO_PREPARED and not _is_prepared_dir(_embedded_dir(cfg)):
+    _log.info("Preparing the embedded %s dataset in %s (first use).", cfg.name, cfg.data_dir)
     try:
       prepare(cfg, progress=False)
     except Exception:  # pylint: disable=broad-except

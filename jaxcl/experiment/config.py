@@ -45,6 +45,7 @@ def eval_defaults() -> ml_collections.ConfigDict:
   e = ml_collections.ConfigDict()
   e.knn_every = 0               # steps between kNN monitor evaluations (0: only at the end)
   e.knn_k = 200                 # Wu et al. 2018
+  e.knn_extra_k = 0             # > 0: the final evaluation also reports kNN at this k (knn_k<k>)
   e.knn_temperature = 0.1
   e.final = True                # kNN + linear probe after training
   e.linear_probe = True

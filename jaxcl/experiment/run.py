@@ -234,6 +234,10 @@ class Evaluator:
     out = {"knn": self._timed(
         timings, f"{rep}/knn", evaluate.knn_accuracy, train_f, train[1], test_f, test[1],
         k=e.knn_k, temperature=e.knn_temperature, num_classes=self.info.num_classes, mesh=self.mesh)}
+    if e.get("knn_extra_k"):
+      out[f"knn_k{e.knn_extra_k}"] = evaluate.knn_accuracy(
+          train_f, train[1], test_f, test[1], k=e.knn_extra_k, temperature=e.knn_temperature,
+          num_classes=self.info.num_classes, mesh=self.mesh)
     if e.linear_probe:
       out["linear"] = self._timed(timings, f"{rep}/linear probe", evaluate.linear_probe, train_f,
                                   train[1], test_f, test[1], num_classes=self.info.num_classes)
@@ -272,8 +276,9 @@ class Evaluator:
       result["random_init"], result["raw_pixels"] = rand, raw
     timings["total"] = round(time.perf_counter() - t0, 2)
     result["eval_seconds"] = timings
-    table = evaluate.format_table(rows, column_titles={"knn": f"kNN (k={e.knn_k})",
-                                                       "online_probe": "online probe"})
+    table = evaluate.format_table(rows, column_titles={
+        "knn": f"kNN (k={e.knn_k})", f"knn_k{e.get('knn_extra_k')}": f"kNN (k={e.get('knn_extra_k')})",
+        "online_probe": "online probe"})
     result["table"] = table
     if is_main:
       print(f"\n{self.config.data.name}: {len(train[1])} train / {len(test[1])} test images "

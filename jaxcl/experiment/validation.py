@@ -27,6 +27,22 @@ def _get(config: ml_collections.ConfigDict, dotted: str, default=None):
   return node
 
 
+def _check_loss(m: ml_collections.ConfigDict) -> bool:
+  """Builds the method's loss plug-in (``method.loss``, where the method has one) as the method will;
+  returns whether it reads labels."""
+  if "loss" not in m:
+    return False
+  from jaxcl import losses  # pylint: disable=g-import-not-at-top
+  try:
+    resolved = losses.two_view_loss(m.loss, m.get("loss_kwargs"),
+                                    defaults={"temperature": m.get("temperature")},
+                                    block_size=m.get("loss_block_size") or None)
+  except losses.registry.LossSpecError as err:
+    value = m.get(err.field)
+    _fail(f"method.{err.field}", value.to_dict() if hasattr(value, "to_dict") else value, str(err))
+  return resolved.needs_labels
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_count: int = 1,
              check_data: bool = True) -> None:
   """Raises ValueError naming the field and the fix for the first bad setting found.
@@ -102,6 +118,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   e = config.eval
   if e.knn_k <= 0:
     _fail("eval.knn_k", e.knn_k, "k must be a positive integer (200 in Wu et al. 2018).")
+  if e.get("knn_extra_k", 0) < 0:
+    _fail("eval.knn_extra_k", e.knn_extra_k, "must be >= 0 (0: only knn_k).")
   if e.knn_temperature <= 0:
     _fail("eval.knn_temperature", e.knn_temperature, "must be > 0 (0.1 is standard).")
   if e.online_probe and not e.online_probe_lr > 0:
@@ -109,6 +127,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
           "must be > 0 (1e-2 is the default), or set eval.online_probe=False.")
   if e.knn_every < 0:
     _fail("eval.knn_every", e.knn_every, "must be >= 0 (0: only at the end).")
+
+  needs_labels = _check_loss(config.method)
+  m = _get(config, "data.examples_per_class", 0)
+  if m and (m < 2 or batch % m):
+    _fail("data.examples_per_class", m, f"must be >= 2 (each anchor needs a positive) and divide "
+          f"batch_size={batch}, or 0 to turn the class-balanced batches off.")
 
   crop = _get(config, "augment.size")
   image_size = _get(config, "data.image_size")
@@ -119,6 +143,14 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     except (FileNotFoundError, ValueError, KeyError) as err:
       raise ValueError(f"config.data.name={config.data.name!r}: {err}") from err
     image_size = image_size or min(info.image_shape[:2])
+    m = _get(config, "data.examples_per_class", 0)
+    if m and batch // m > info.num_classes:
+      _fail("data.examples_per_class", m, f"batch_size / examples_per_class = {batch // m} classes "
+            f"per batch, but {config.data.name!r} has {info.num_classes}; raise it to at least "
+            f"{-(-batch // info.num_classes)}.")
+    if needs_labels and info.num_classes < 2:
+      _fail("method.loss", config.method.loss, f"this loss reads batch['label'], and "
+            f"{config.data.name!r} has no labels; choose a loss without labels (e.g. nt_xent).")
   if crop and image_size and crop > image_size:
     _fail("augment.size", crop, f"the crop is larger than the images (data.image_size="
           f"{image_size}); lower augment.size to at most {image_size} or raise data.image_size.")

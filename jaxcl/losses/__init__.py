@@ -6,9 +6,11 @@ axis with each device's rows, they return the loss of the global batch, with the
 and gradient. Both ``jax.grad`` of the ``shard_map``-ed loss and ``jax.grad`` inside it w.r.t. replicated
 parameters are tested equal to the single-device gradient; the latter comes out already summed over
 devices, so do not ``psum`` it again (details in ``jaxcl.losses.contrastive``). Per-row losses without
-negatives (``byol_loss``, ``negative_cosine``, the margin family) return the local mean: take
-``jax.lax.pmean`` of it. ``nt_xent``, ``info_nce``, ``clip_loss`` and ``sigmoid_loss`` also take
+negatives (``byol_loss``, ``negative_cosine``, ``contrastive_margin``, ``triplet_margin``) return the
+local mean: take ``jax.lax.pmean`` of it; the triplet miners take ``axis_name`` and mine the global batch. ``nt_xent``, ``info_nce``, ``clip_loss`` and ``sigmoid_loss`` also take
 ``block_size`` to switch to the memory-linear tiled variants in ``jaxcl.losses.blockwise``.
+``two_view_loss(name_or_path, kwargs)`` (``jaxcl.losses.registry``) turns any of them, or a user's own
+loss, into the two-view objective that a method is given by config (``method.loss``).
 
 Inputs are upcast to float32 before any arithmetic. Similarity matrices use JAX's default matmul
 precision, which on TPU (and on GPU with TF32) rounds float32 products; wrap the call in
@@ -29,6 +31,9 @@ from jaxcl.losses.metrics import alignment, embedding_std, positive_top1, rankme
 from jaxcl.losses.sigmoid import sigmoid_loss
 from jaxcl.losses.ssl import barlow_twins, byol_loss, negative_cosine, vicreg
 from jaxcl.losses.supervised import supcon
+# The loss plug-in of the two-view methods (losses by name or by "module:function" path).
+from jaxcl.losses.registry import NAMES as TWO_VIEW_LOSSES  # noqa: F401
+from jaxcl.losses.registry import two_view_loss  # noqa: F401
 
 __all__ = [
     "alignment",

@@ -61,6 +61,13 @@ def psum(x: jax.Array, axis_name: str | None) -> jax.Array:
   return jax.lax.psum(x, axis_name)
 
 
+def pmean(x: jax.Array, axis_name: str | None) -> jax.Array:
+  """Mean over the axis (identity when not sharded): per-row means of equal shards -> global mean."""
+  if axis_name is None:
+    return x
+  return jax.lax.pmean(x, axis_name)
+
+
 def global_mean(local_values: jax.Array, axis_name: str | None) -> jax.Array:
   """Mean over the rows of every device (all shards have equal length inside ``shard_map``)."""
   total = psum(jnp.sum(local_values), axis_name)

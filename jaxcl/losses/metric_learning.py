@@ -1,9 +1,11 @@
 """Margin losses on Euclidean distances: contrastive pairs, triplets, and online triplet mining.
 
 These act on the raw embeddings (no L2 normalisation: normalise before calling if you want distances on
-the sphere) and use ``sqrt(max(d^2, 1e-12))`` so that identical points have a finite gradient. They
-mine within the batch they are given; inside ``jax.shard_map`` that is the device's local batch, and the
-per-device means are combined with ``jax.lax.pmean``.
+the sphere) and use ``sqrt(max(d^2, 1e-12))`` so that identical points have a finite gradient. The pair
+and triplet losses are per-row means: inside ``jax.shard_map`` combine the per-device means with
+``jax.lax.pmean``. The two mining losses take ``axis_name``: each device's anchors are mined against the
+rows of every device (gathered), so mining sees the global batch, with the single-device value and
+gradient.
 """
 
 from __future__ import annotations
@@ -75,17 +77,30 @@ def triplet_margin(
   return jnp.mean(jax.nn.relu(d_ap - d_an + margin))
 
 
-def _label_masks(x: jax.Array, labels: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _label_masks(x: jax.Array, labels: ArrayLike, axis_name: str | None
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Distances [b, N] from this device's rows to the global batch's, and the positive / negative masks."""
+  y = checks.labels(labels, x.shape[0])
   # Pairwise masks of a batch sharded on an Explicit mesh axis need one replicated side.
-  x = collective.replicated(x)
-  y = collective.replicated(checks.labels(labels, x.shape[0]))
-  same = y[:, None] == y[None, :]
-  not_self = ~jnp.eye(x.shape[0], dtype=bool)
-  dist = ops.safe_sqrt(ops.pairwise_sq_distances(x, x))
+  candidates, all_y = collective.gather(x, axis_name), collective.gather(y, axis_name)
+  if axis_name is None:
+    x, y = candidates, all_y
+  same = y[:, None] == all_y[None, :]
+  rows = jnp.arange(x.shape[0]) + collective.row_offset(x.shape[0], axis_name)
+  not_self = jnp.arange(candidates.shape[0])[None, :] != rows[:, None]
+  dist = ops.safe_sqrt(ops.pairwise_sq_distances(x, candidates))
   return dist, same & not_self, ~same
 
 
-def batch_hard_triplet(z: ArrayLike, labels: ArrayLike, *, margin: float = 1.0) -> jax.Array:
+def _mean_over_valid(per_item: jax.Array, valid: jax.Array, axis_name: str | None) -> jax.Array:
+  """Mean of ``per_item`` over the ``valid`` items of every device (0 if there is none)."""
+  total = collective.psum(jnp.sum(jnp.where(valid, per_item, 0.0)), axis_name)
+  count = collective.psum(jnp.sum(valid), axis_name)
+  return total / jnp.maximum(count, 1)
+
+
+def batch_hard_triplet(z: ArrayLike, labels: ArrayLike, *, margin: float = 1.0,
+                       axis_name: str | None = None) -> jax.Array:
   """Batch-hard triplet loss ("Batch Hard" of Hermans, Beyer and Leibe 2017).
 
   For every anchor: the farthest positive and the closest negative of the batch,
@@ -96,21 +111,23 @@ def batch_hard_triplet(z: ArrayLike, labels: ArrayLike, *, margin: float = 1.0) 
     z: [N, D] embeddings.
     labels: [N] integer class ids.
     margin: m > 0.
+    axis_name: mesh axis to mine over (every device's rows), inside ``jax.shard_map``.
 
   Returns:
-    Scalar float32 loss.
+    Scalar float32 loss of the global batch.
   """
-  x = checks.embeddings(z, "z")
+  x = checks.embeddings(z, "z", axis_name=axis_name)
   checks.positive(margin, "margin")
-  dist, is_pos, is_neg = _label_masks(x, labels)
+  dist, is_pos, is_neg = _label_masks(x, labels, axis_name)
   hardest_pos = jnp.max(jnp.where(is_pos, dist, -jnp.inf), axis=-1)
   hardest_neg = jnp.min(jnp.where(is_neg, dist, jnp.inf), axis=-1)
   valid = jnp.any(is_pos, axis=-1) & jnp.any(is_neg, axis=-1)
   per_anchor = jax.nn.relu(margin + jnp.where(valid, hardest_pos - hardest_neg, 0.0))
-  return jnp.sum(jnp.where(valid, per_anchor, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+  return _mean_over_valid(per_anchor, valid, axis_name)
 
 
-def batch_semi_hard_triplet(z: ArrayLike, labels: ArrayLike, *, margin: float = 1.0) -> jax.Array:
+def batch_semi_hard_triplet(z: ArrayLike, labels: ArrayLike, *, margin: float = 1.0,
+                            axis_name: str | None = None) -> jax.Array:
   """Semi-hard online triplet mining (Schroff et al. 2015, FaceNet section 3.2).
 
   For every anchor-positive pair (a, p), the negative is the closest one that is farther than p,
@@ -122,13 +139,14 @@ def batch_semi_hard_triplet(z: ArrayLike, labels: ArrayLike, *, margin: float = 
     z: [N, D] embeddings.
     labels: [N] integer class ids.
     margin: m > 0.
+    axis_name: mesh axis to mine over (every device's rows), inside ``jax.shard_map``.
 
   Returns:
-    Scalar float32 loss.
+    Scalar float32 loss of the global batch.
   """
-  x = checks.embeddings(z, "z")
+  x = checks.embeddings(z, "z", axis_name=axis_name)
   checks.positive(margin, "margin")
-  dist, is_pos, is_neg = _label_masks(x, labels)
+  dist, is_pos, is_neg = _label_masks(x, labels, axis_name)
   d_ap = dist[:, :, None]  # [a, p, 1]
   d_an = dist[:, None, :]  # [a, 1, n]
   farther = is_neg[:, None, :] & (d_an > d_ap)
@@ -137,4 +155,4 @@ def batch_semi_hard_triplet(z: ArrayLike, labels: ArrayLike, *, margin: float = 
   chosen = jnp.where(jnp.any(farther, axis=-1), semi_hard, easiest)
   valid = is_pos & jnp.any(is_neg, axis=-1)[:, None]
   per_pair = jax.nn.relu(margin + jnp.where(valid, dist - chosen, 0.0))
-  return jnp.sum(jnp.where(valid, per_pair, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+  return _mean_over_valid(per_pair, valid, axis_name)

@@ -253,3 +253,39 @@ class ImageMethod(Method):
   def features(self, images: jax.Array) -> jax.Array:
     """Encoder features [B, out_dim] of float images in [0, 1] (resized to the view size), eval mode."""
     return self.encoder(resize_images(images, self.view_size), train=False)
+
+
+class TwoViewMethod(ImageMethod):
+  """Two views -> encoder -> projector -> the two-view loss ``method.loss`` names (SimCLR, SupCon).
+
+  The loss is resolved once, here, by ``jaxcl.losses.two_view_loss`` from ``method.loss``,
+  ``method.loss_kwargs`` and ``method.loss_block_size``; ``method.temperature`` goes to the losses
+  that take one. A loss that reads labels makes the method read ``batch['label']``.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
+               rngs: nnx.Rngs):
+    super().__init__(config, image_shape=image_shape, rngs=rngs)
+    mcfg = config.method
+    self.block_size = int(mcfg.get("loss_block_size", 0)) or None
+    objective = losses.two_view_loss(mcfg.loss, mcfg.get("loss_kwargs"),
+                                     defaults={"temperature": mcfg.get("temperature")},
+                                     block_size=self.block_size)
+    self.objective, self.uses_labels = objective.fn, objective.needs_labels
+    self.projector = projector(self.encoder.out_dim, mcfg, model_dtypes(config), rngs)
+
+  def embed(self, batch, *, axis_name=None):
+    """``{"z1": [b, D], "z2": [b, D], "features": [b, 2, F]}`` of the two views (gradient-caching hook)."""
+    v = self.project_two_views(batch, axis_name)
+    return {"z1": v.z1, "z2": v.z2, "features": v.features}
+
+  def loss_from_embeddings(self, emb, batch, *, axis_name=None):
+    """The loss of ``embed``'s output (gradient-caching hook); ``loss`` is the composition."""
+    z1, z2 = emb["z1"], emb["z2"]
+    loss = self.objective(z1, z2, batch.get("label"), axis_name=axis_name)
+    return loss, view_metrics(z1, z2, axis_name, pairwise=self.block_size is None,
+                              features=emb.get("features"))
+
+  def loss(self, batch, *, axis_name=None):
+    return self.loss_from_embeddings(self.embed(batch, axis_name=axis_name), batch,
+                                     axis_name=axis_name)

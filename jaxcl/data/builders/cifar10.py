@@ -5,13 +5,12 @@ python pickles data_batch_1..5 (train, 50,000), test_batch (10,000) and batches.
 Reading them needs only `tarfile` and a restricted unpickler, so no TensorFlow is involved.
 
 A pickle can call any importable function while it loads, so an archive from a mirror or a shared
-drive could run code as the user. `_CifarUnpickler` builds only what the real files hold (dicts,
-lists, bytes, str, ints and uint8 NumPy arrays) and refuses every other global, so loading a file
-never runs code; each batch is then checked (shape, dtype, labels) before any of it is written.
+drive could run code as the user. `safe_pickle` builds only what the real files hold (dicts, lists,
+bytes, str, ints and uint8 NumPy arrays) and refuses every other global, so loading a file never runs
+code; each batch is then checked (shape, dtype, labels) before any of it is written.
 """
 
 import os
-import pickle
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -19,6 +18,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from jaxcl.data.builders import safe_pickle
+from jaxcl.data.builders.safe_pickle import UnsafePickleError
 
 ARCHIVE = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
@@ -33,58 +35,14 @@ MAX_MEMBERS = 1000
 _ROW_BYTES = 32 * 32 * 3
 _FIX = f"re-download {ARCHIVE} from https://www.cs.toronto.edu/~kriz/cifar.html"
 
-_NUMPY_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]
-
-
-def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-  # NumPy pickles an array as an empty ndarray that __setstate__ then fills (and checks against the
-  # data's length); any other shape would only allocate memory the file never backs.
-  if subtype is not np.ndarray or tuple(shape) != (0,):
-    raise TypeError(f"array reconstruction with {getattr(subtype, '__name__', subtype)}, {shape}")
-  return _NUMPY_RECONSTRUCT(subtype, shape, dtype)
-
-
-# The only globals the CIFAR-10 pickles reference: NumPy's array reconstruction (written as
-# numpy.core by NumPy 1.x, numpy._core by 2.x). They map to objects chosen here, so the name in the
-# file never decides what gets imported.
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-
-
-class UnsafePickleError(ValueError):
-  """A CIFAR-10 member references code to run: not a CIFAR-10 file, possibly malicious."""
-
-
-class _CifarUnpickler(pickle.Unpickler):
-  """Unpickles plain containers and NumPy arrays only; any other global raises ValueError."""
-
-  def __init__(self, file: BinaryIO, where: str):
-    super().__init__(file, encoding="bytes")
-    self._where = where
-
-  def find_class(self, module: str, name: str) -> Any:
-    try:
-      return _ALLOWED_GLOBALS[(module, name)]
-    except KeyError:
-      raise UnsafePickleError(
-          f"{self._where} asks to load {module}.{name}, which no CIFAR-10 file contains: it is "
-          f"not a CIFAR-10 file and may be malicious (nothing was run). Delete it and {_FIX}."
-      ) from None
-
 
 def _load(file: BinaryIO, where: str) -> Any:
-  """Unpickles one member with `_CifarUnpickler`; a damaged file raises one ValueError line."""
+  """Unpickles one member with ``safe_pickle``; a damaged file raises one ValueError line."""
   try:
-    return _CifarUnpickler(file, where).load()
+    return safe_pickle.load(file, where, dataset="CIFAR-10", fix=_FIX)
   except UnsafePickleError:
     raise
-  except (ValueError, pickle.UnpicklingError, EOFError, OSError, tarfile.TarError, zlib.error,
-          TypeError, AttributeError, KeyError, IndexError, MemoryError, RecursionError) as e:
-    # What a truncated or garbled pickle raises depends on where the bytes stop making sense.
+  except (*safe_pickle.DAMAGED_ERRORS, tarfile.TarError, zlib.error) as e:
     raise _damaged(where, e) from e
 
 
