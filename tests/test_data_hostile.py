@@ -2,6 +2,7 @@
 killed preparation, and an image that claims more pixels than memory holds. Each must fail with one
 line naming the file and the fix, run nothing, and leave nothing a later run would read."""
 
+import gzip
 import io
 import os
 import pickle
@@ -280,3 +281,65 @@ def test_images_within_the_limit_decode_and_damaged_ones_fail_in_one_line():
     with pytest.raises(ValueError, match=f"{name} is not a readable image") as err:
       images.decode_image(payload, source=name)
     assert "\n" not in str(err.value)
+
+
+# --- Animal-Shape: the arrays an installed package ships (jaxcl/data/builders/animal_shapes.py) ------
+
+
+def _animal_files(folder, images=None, labels=None):
+  """The package's two gzipped pickles in ``folder`` (a real-shaped pair unless given)."""
+  from jaxcl.data.builders import animal_shapes
+  rng = np.random.default_rng(0)
+  arrays = {
+      "images": rng.integers(0, 256, (animal_shapes.NUM_IMAGES, 28, 28), dtype=np.uint8),
+      "labels": np.repeat(np.arange(10, dtype=np.int64), animal_shapes.NUM_IMAGES // 10)}
+  payloads = {k: pickle.dumps(v, protocol=4) for k, v in arrays.items()}
+  payloads.update({k: v for k, v in (("images", images), ("labels", labels)) if v is not None})
+  for kind, payload in payloads.items():
+    with open(os.path.join(folder, animal_shapes._FILES[kind]), "wb") as f:  # pylint: disable=protected-access
+      f.write(gzip.compress(payload) if not isinstance(payload, Raw) else payload.data)
+
+
+class Raw:
+  """File bytes written as they are (not gzipped)."""
+
+  def __init__(self, data):
+    self.data = data
+
+
+def _animal_cfg(tmp_path, monkeypatch, **files):
+  from jaxcl.data.builders import animal_shapes
+  folder = tmp_path / "package"
+  folder.mkdir()
+  _animal_files(str(folder), **files)
+  monkeypatch.setattr(animal_shapes, "data_dir", lambda: str(folder))
+  cfg = data.default_config("animal_shapes")
+  cfg.data_dir = str(tmp_path / "tfds")
+  return cfg
+
+
+def _assert_animals_not_prepared(cfg):
+  root = os.path.join(cfg.data_dir, "animal_shapes")
+  left = [p for p, _, files in os.walk(root) if "dataset_info.json" in files]
+  assert not left, left
+
+
+@pytest.mark.parametrize("files, match", [
+    (dict(labels="pwn"), "asks to load .*open.* may be malicious"),
+    (dict(images=Raw(b"")), "is damaged or not the Animal-Shape images"),
+    (dict(images=Raw(gzip.compress(b"\x80\x04")[:-6])), "is damaged"),
+    (dict(images=Raw(gzip.compress(bytes(9 * 2**20)))), "inflates to more than 8,388,608 bytes"),
+    (dict(labels=pickle.dumps(np.zeros(5, np.int64))), r"holds \(\(5,\), dtype\('int64'\)\)"),
+    (dict(labels=pickle.dumps(np.full(10_000, 10, np.int64))), "labels outside 0..9"),
+], ids=["runs-code", "zero-bytes", "truncated", "gzip-bomb", "wrong-shape", "bad-labels"])
+def test_hostile_animal_shapes_files_fail_in_one_line_and_prepare_nothing(tmp_path, monkeypatch,
+                                                                          files, match):
+  target = tmp_path / "pwned"
+  if files.get("labels") == "pwn":
+    files["labels"] = pickle.dumps(_OpensAFile(str(target)))
+  cfg = _animal_cfg(tmp_path, monkeypatch, **files)
+  with pytest.raises(ValueError, match=match) as err:
+    data.info(cfg)  # prepared on first use
+  assert "\n" not in str(err.value) and "animal-shape-mnist" in str(err.value)
+  assert not target.exists()
+  _assert_animals_not_prepared(cfg)
