@@ -54,13 +54,15 @@ def rows() -> list[str]:
   return list(METHODS) + [f"loss:{name}" for name in LOSSES]
 
 
+COMMON_FLAGS = ("--config.train.checkpoint_every=0", "--config.train.export_encoder=False",
+                "--config.train.progress=False", "--config.eval.embedding_map=False",
+                "--config.eval.knn_k=20", "--config.eval.knn_extra_k=200")
+
+
 def overrides(dataset: str, row: str, seed: int, steps: int | None) -> tuple[str, list[str]]:
   """The config file and the ``--config.*`` flags of one cell."""
   method = "simclr" if row.startswith("loss:") else row
-  flags = [f"--config.seed={seed}", "--config.train.checkpoint_every=0",
-           "--config.train.export_encoder=False", "--config.train.progress=False",
-           "--config.eval.embedding_map=False", "--config.eval.knn_k=20",
-           "--config.eval.knn_extra_k=200", f"--config.eval.baselines={row == 'simclr'}"]
+  flags = [f"--config.seed={seed}", *COMMON_FLAGS, f"--config.eval.baselines={row == 'simclr'}"]
   if steps:
     flags.append(f"--config.steps={steps}")
   if dataset != "digits":
@@ -75,15 +77,14 @@ def overrides(dataset: str, row: str, seed: int, steps: int | None) -> tuple[str
   return os.path.join(ROOT, "configs", f"{method}_digits.py"), flags
 
 
-def run_cell(dataset: str, row: str, seed: int, steps: int | None, workroot: str) -> dict:
-  config, flags = overrides(dataset, row, seed, steps)
-  workdir = os.path.join(workroot, dataset, row.replace(":", "_"), f"seed{seed}")
+def run_cell(config: str, flags: list[str], workdir: str) -> dict:
+  """``jaxcl train`` of one cell in a fresh process; its metrics, or the error's last lines."""
   if os.path.exists(workdir):
     subprocess.run(["rm", "-rf", workdir], check=True)
   cmd = [sys.executable, "-m", "jaxcl", "train", "--config", config, "--workdir", workdir, *flags]
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   started = time.time()
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
   wall = time.time() - started
   path = os.path.join(workdir, "results.json")
   if proc.returncode or not os.path.exists(path):
@@ -103,18 +104,33 @@ def run_cell(dataset: str, row: str, seed: int, steps: int | None, workroot: str
   return out
 
 
-def _load() -> dict:
-  if os.path.exists(OUT):
-    with open(OUT) as f:
+def load(path: str) -> dict:
+  if os.path.exists(path):
+    with open(path) as f:
       return json.load(f)
   return {"cells": {}}
 
 
-def _save(record: dict) -> None:
-  tmp = OUT + ".tmp"
+def save(record: dict, path: str) -> None:
+  tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(record, f, indent=1, sort_keys=True)
-  os.replace(tmp, OUT)
+  os.replace(tmp, path)
+
+
+def run_cells(cells, path: str) -> dict:
+  """Runs ``(key, config, flags, workdir)`` cells not finished in ``path``'s JSON, saving each."""
+  record = load(path)
+  for key, config, flags, workdir in cells:
+    if record["cells"].get(key, {}).get("ok"):
+      continue
+    cell = run_cell(config, flags, workdir)
+    record["cells"][key] = cell
+    save(record, path)
+    state = (f"kNN {100 * cell['knn']:.1f}% linear {100 * cell.get('linear', 0):.1f}% "
+             f"train {cell['train_s']:.0f}s" if cell["ok"] else "FAILED: " + cell["error"])
+    print(f"{key}: {state}", flush=True)
+  return record
 
 
 def _stat(values: list[float]) -> str:
@@ -221,21 +237,11 @@ def main() -> None:
     datasets = tuple(args.datasets.split(","))
     seeds = tuple(int(s) for s in args.seeds.split(","))
     selected = args.rows.split(",") if args.rows else rows()
-  record = _load()
-  if not args.table:
-    # Seed-major, so a partial run already has every row once.
-    for seed in seeds:
-      for dataset in datasets:
-        for row in selected:
-          key = f"{dataset}/{row}/{seed}"
-          if record["cells"].get(key, {}).get("ok"):
-            continue
-          cell = run_cell(dataset, row, seed, steps, args.workroot)
-          record["cells"][key] = cell
-          _save(record)
-          state = (f"kNN {100 * cell['knn']:.1f}% linear {100 * cell.get('linear', 0):.1f}% "
-                   f"train {cell['train_s']:.0f}s" if cell["ok"] else "FAILED: " + cell["error"])
-          print(f"{key}: {state}", flush=True)
+  # Seed-major, so a partial run already has every row once.
+  cells = [(f"{dataset}/{row}/{seed}", *overrides(dataset, row, seed, steps),
+            os.path.join(args.workroot, dataset, row.replace(":", "_"), f"seed{seed}"))
+           for seed in seeds for dataset in datasets for row in selected]
+  record = load(OUT) if args.table else run_cells(cells, OUT)
   print(table(record))
   plot(record, OUT.replace(".json", ".png"))
 
