@@ -4,6 +4,8 @@
   jaxcl eval --workdir runs/simclr_digits [--config configs/simclr_digits.py] [--step N]
   jaxcl prepare-data cifar10 [--manual_dir ~/Downloads] [--data_dir D]
   jaxcl show-views --config configs/simclr_digits.py --out views.png
+  jaxcl config --config configs/simclr_digits.py [--config.steps=500]   (every field, explained)
+  jaxcl <command> --help          jaxcl --version
 
 Multi-host: add ``--coordinator_address host:port --num_processes N --process_id i`` on every process,
 or nothing where the cluster's environment says it (SLURM, Open MPI, GKE TPU jobs), or ``--distributed``
@@ -19,7 +21,16 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-COMMANDS = ("train", "eval", "prepare-data", "show-views")
+COMMANDS = ("train", "eval", "prepare-data", "show-views", "config")
+_MULTI_HOST = ("coordinator_address", "num_processes", "process_id", "distributed")
+# The flags each command reads (what `jaxcl <command> --help` lists).
+COMMAND_FLAGS = {
+    "train": ("config", "workdir", *_MULTI_HOST),
+    "eval": ("workdir", "config", "step", *_MULTI_HOST),
+    "prepare-data": ("data_dir", "manual_dir", "image_size"),
+    "show-views": ("config", "out", "num_views", "num_images"),
+    "config": ("config",),
+}
 USAGE = __doc__
 
 FLAGS = flags.FLAGS
@@ -47,6 +58,39 @@ def _usage_error(message: str) -> None:
   sys.exit(2)
 
 
+def _version() -> str:
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  try:
+    return metadata.version("jaxcl")
+  except metadata.PackageNotFoundError:
+    return "unknown (not installed)"
+
+
+def _command_help(command: str) -> str:
+  lines = [f"jaxcl {command}: flags", ""]
+  for name in COMMAND_FLAGS[command]:
+    flag = FLAGS[name]
+    default = "" if flag.default is None else f" (default: {flag.default})"
+    lines.append(f"  --{name}: {flag.help}{default}")
+  if "config" in COMMAND_FLAGS[command]:
+    lines.append("  --config.<field>=<value>: override one config field (`jaxcl config --config C` "
+                 "lists them all)")
+  return "\n".join(lines)
+
+
+def _check_workdir(workdir: str) -> None:
+  """A workdir that is a file, or under a folder jaxcl cannot write, fails here in one line."""
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    _usage_error(f"--workdir={workdir!r} is a file; give a directory (it is created if missing).")
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+    _usage_error(f"--workdir={workdir!r}: cannot write under {parent!r}; choose a directory you "
+                 "can write to.")
+
+
 def _start_distributed() -> None:
   from jaxcl.train import mesh  # pylint: disable=g-import-not-at-top
   mesh.initialize_distributed(coordinator_address=_COORDINATOR.value,
@@ -57,6 +101,7 @@ def _start_distributed() -> None:
 def _train() -> None:
   if _CONFIG.value is None or not _WORKDIR.value:
     _usage_error("train needs --config and --workdir.")
+  _check_workdir(_WORKDIR.value)
   _start_distributed()
   from jaxcl import experiment  # pylint: disable=g-import-not-at-top
   experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
@@ -68,7 +113,16 @@ def _config_from_workdir(workdir: str):
   if not os.path.exists(path):
     _usage_error(f"{path} not found: pass --config (the config the run was trained with).")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    # JSON has no tuples; every sequence in jaxcl's configs is one.
+    return ml_collections.ConfigDict(json.load(f, object_hook=_tuples))
+
+
+def _tuples(obj: dict) -> dict:
+  return {k: _as_tuple(v) for k, v in obj.items()}
+
+
+def _as_tuple(value):
+  return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value
 
 
 def _eval() -> None:
@@ -96,6 +150,23 @@ def _prepare_data(names: list[str]) -> None:
     print(f"{name}: {data.info(cfg)}")
 
 
+def _print_config() -> None:
+  if _CONFIG.value is None:
+    _usage_error("config needs --config, e.g. `jaxcl config --config configs/simclr_digits.py`.")
+  print(_describe_config())
+
+
+def _describe_config() -> str:
+  """The config with every field explained, the config file's own comments first."""
+  from jaxcl.experiment import describe  # pylint: disable=g-import-not-at-top
+  path = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
+  source = None
+  if os.path.isfile(path):
+    with open(path) as f:
+      source = f.read()
+  return describe.describe(_CONFIG.value, config_source=source)
+
+
 def _show_views() -> None:
   if _CONFIG.value is None:
     _usage_error("show-views needs --config.")
@@ -114,9 +185,14 @@ def run(argv: list[str] | None = None) -> None:
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
     print(USAGE)
     return
+  if argv[1] == "--version":
+    print(f"jaxcl {_version()}")
+    return
   command = argv[1]
   if command not in COMMANDS:
     _usage_error(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}.")
+  wants_help = any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[2:])
+  argv = [a for a in argv if a not in ("-h", "--help", "-help", "--helpfull")]
   if FLAGS.is_parsed():
     # Called again in one process (tests, notebooks), or after a library parsed flags for itself:
     # start from the defaults so --config registers its --config.* overrides afresh.
@@ -132,13 +208,18 @@ def run(argv: list[str] | None = None) -> None:
     _usage_error(f"bad --config override: {message}")
   finally:
     sys.argv = saved_argv
+  if wants_help:
+    print(_command_help(command))
+    if command == "train" and _CONFIG.value is not None:
+      print("\n" + _describe_config())
+    return
   if command != "prepare-data" and positional:
     _usage_error(f"unexpected arguments {positional}.")
   try:
     if command == "prepare-data":
       _prepare_data(positional)
     else:
-      {"train": _train, "eval": _eval, "show-views": _show_views}[command]()
+      {"train": _train, "eval": _eval, "show-views": _show_views, "config": _print_config}[command]()
   except (ValueError, FileNotFoundError, FloatingPointError) as err:
     # Bad config values, unprepared datasets, missing checkpoints and divergence all raise with a
     # message that names the field and the fix: show that, not a traceback (unless asked for).

@@ -57,29 +57,29 @@ def default_config(recipe: str = "simclr", *, size: int = 224) -> ml_collections
     raise ValueError(f"unknown augment recipe {recipe!r}; valid names: {', '.join(NAMES)}")
   small = size <= 64
   cfg = ml_collections.ConfigDict()
-  cfg.recipe = recipe
-  cfg.size = size
-  cfg.scale = (0.08, 1.0)
-  cfg.ratio = (3 / 4, 4 / 3)
-  cfg.flip_prob = 0.5
+  cfg.recipe = recipe  # one of NAMES: simclr, byol, moco_v2, multicrop
+  cfg.size = size  # side of the (global) views in pixels
+  cfg.scale = (0.08, 1.0)  # random resized crop: area fraction range
+  cfg.ratio = (3 / 4, 4 / 3)  # random resized crop: aspect ratio range
+  cfg.flip_prob = 0.5  # horizontal flip probability
   # Jitter strengths (brightness, contrast, saturation, hue), each multiplied by `strength`.
   cfg.jitter = (0.4, 0.4, 0.2, 0.1)
-  cfg.strength = 1.0
-  cfg.jitter_prob = 0.8
-  cfg.grayscale_prob = 0.2
-  cfg.num_views = 2
+  cfg.strength = 1.0  # colour jitter strength (SimCLR's s)
+  cfg.jitter_prob = 0.8  # probability of applying colour jitter
+  cfg.grayscale_prob = 0.2  # probability of converting to grayscale
+  cfg.num_views = 2  # global views per image
   cfg.blur_prob = (0.5, 0.5)  # one per global view
-  cfg.blur_sigma = (0.1, 2.0)
-  cfg.blur_kernel_size = _odd_kernel(size)
+  cfg.blur_sigma = (0.1, 2.0)  # Gaussian blur sigma range, in pixels
+  cfg.blur_kernel_size = _odd_kernel(size)  # blur kernel side (~10% of the view)
   cfg.solarize_prob = (0.0, 0.0)  # one per global view
-  cfg.solarize_threshold = 0.5
+  cfg.solarize_threshold = 0.5  # pixels above it are inverted
   # Local (multi-crop) views; none unless num_local > 0.
   cfg.num_local = 0
-  cfg.local_size = max(1, round(size * 96 / 224))
-  cfg.local_scale = (0.05, 0.14)
-  cfg.local_blur_prob = 0.5
-  cfg.local_solarize_prob = 0.0
-  cfg.local_blur_kernel_size = _odd_kernel(cfg.local_size)
+  cfg.local_size = max(1, round(size * 96 / 224))  # side of the local views
+  cfg.local_scale = (0.05, 0.14)  # local views' crop area range
+  cfg.local_blur_prob = 0.5  # blur probability of local views
+  cfg.local_solarize_prob = 0.0  # solarize probability of local views
+  cfg.local_blur_kernel_size = _odd_kernel(cfg.local_size)  # blur kernel side of local views
 
   if recipe == "simclr":
     cfg.jitter = (0.8, 0.8, 0.8, 0.2)

@@ -7,6 +7,7 @@ field and says how to fix it, instead of surfacing minutes later as a shape erro
 from __future__ import annotations
 
 import ml_collections
+import numpy as np
 
 from jaxcl.train import optim
 
@@ -40,7 +41,30 @@ def _check_loss(m: ml_collections.ConfigDict) -> bool:
   except losses.registry.LossSpecError as err:
     value = m.get(err.field)
     _fail(f"method.{err.field}", value.to_dict() if hasattr(value, "to_dict") else value, str(err))
+  # The losses check their hyperparameters when called: call it once on 4 tiny rows (milliseconds)
+  # so a bad value is reported now, not after the train step has been traced and compiled.
+  z = np.linspace(-1.0, 1.0, 32, dtype=np.float32).reshape(4, 8)
+  try:
+    resolved.fn(z, z[::-1] + 0.5, np.array([0, 0, 1, 1], np.int32))
+  except ValueError as err:
+    field = "temperature" if "temperature" in str(err) and "temperature" not in m.loss_kwargs \
+        else "loss_kwargs"
+    value = m.get(field)
+    _fail(f"method.{field}", value.to_dict() if hasattr(value, "to_dict") else value,
+          f"loss {m.loss!r}: {err}")
   return resolved.needs_labels
+
+
+def _check_method(m: ml_collections.ConfigDict) -> None:
+  """The hyperparameters every method shares, by name."""
+  if "temperature" in m and not m.temperature > 0:
+    _fail("method.temperature", m.temperature, "must be > 0 (0.1-0.5 is usual).")
+  if "momentum" in m and not 0 <= m.momentum <= 1:
+    _fail("method.momentum", m.momentum, "the EMA decay must be in [0, 1] (0.99-0.999 is usual).")
+  for field in ("proj_hidden_dim", "proj_out_dim", "pred_hidden_dim", "embed_dim", "queue_size",
+                "text_width", "text_depth", "text_heads", "proj_layers"):
+    if field in m and (not isinstance(m[field], int) or m[field] <= 0):
+      _fail(f"method.{field}", m[field], "must be a positive integer.")
 
 
 def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_count: int = 1,
@@ -128,6 +152,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   if e.knn_every < 0:
     _fail("eval.knn_every", e.knn_every, "must be >= 0 (0: only at the end).")
 
+  _check_method(config.method)
   needs_labels = _check_loss(config.method)
   m = _get(config, "data.examples_per_class", 0)
   if m and (m < 2 or batch % m):

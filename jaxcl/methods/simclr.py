@@ -17,15 +17,15 @@ from jaxcl.methods import common
 def default_config() -> ml_collections.ConfigDict:
   """SimCLR's hyperparameters (ImageNet recipe: temperature 0.1, 2048-2048-128 projector)."""
   cfg = ml_collections.ConfigDict()
-  cfg.name = "simclr"
-  cfg.temperature = 0.1
-  cfg.proj_hidden_dim = 2048
-  cfg.proj_out_dim = 128
-  cfg.proj_layers = 2
-  cfg.proj_bn = True
-  cfg.proj_last_bn = False
-  cfg.proj_last_bn_affine = True
-  cfg.sync_bn = True
+  cfg.name = "simclr"  # one of jaxcl.methods.NAMES
+  cfg.temperature = 0.1  # softmax temperature (passed to every loss that takes one)
+  cfg.proj_hidden_dim = 2048  # projector hidden width
+  cfg.proj_out_dim = 128  # projection (embedding) width the loss sees
+  cfg.proj_layers = 2  # projector depth (3 for SimCLR v2)
+  cfg.proj_bn = True  # BatchNorm after hidden projector layers
+  cfg.proj_last_bn = False  # BatchNorm on the projector output
+  cfg.proj_last_bn_affine = True  # that output BN has scale/bias
+  cfg.sync_bn = True  # BatchNorm statistics over all devices (global BN)
   cfg.loss = "nt_xent"  # any of jaxcl.losses.TWO_VIEW_LOSSES, or "package.module:function"
   cfg.loss_kwargs = ml_collections.ConfigDict()  # the loss's hyperparameters (temperature: above)
   cfg.loss_block_size = 0  # > 0: the loss's memory-linear tiled form with this block size

@@ -19,7 +19,7 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxcl.data.builders import safe_pickle
+from jaxcl.data.builders import local, safe_pickle
 
 PACKAGE = "animal_shape_mnist"
 CLASS_NAMES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
@@ -79,7 +79,7 @@ def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
   return {"train": np.sort(train), "test": np.sort(test)}
 
 
-class AnimalShapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class AnimalShapes(local.LocalFiles, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Animal-Shape silhouettes (the animal-shape-mnist package), stored as raw uint8 tensors."""
 
   name = "animal_shapes"

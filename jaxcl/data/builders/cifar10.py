@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxcl.data.builders import safe_pickle
+from jaxcl.data.builders import local, safe_pickle
 from jaxcl.data.builders.safe_pickle import UnsafePickleError
 
 ARCHIVE = "cifar-10-python.tar.gz"
@@ -135,7 +135,7 @@ def _checked_batch(where: str, batch: Any) -> tuple[np.ndarray, list[int]]:
   return rows, [int(label) for label in labels]
 
 
-class Cifar10(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Cifar10(local.LocalFiles, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """CIFAR-10 (Krizhevsky, 2009) from the python pickles, stored as raw uint8 tensors."""
 
   name = "cifar10"

@@ -12,6 +12,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from jaxcl.data.builders import local
+
 TEST_FRACTION = 0.3
 SPLIT_SEED = 0
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
@@ -63,7 +65,7 @@ def upsample(image: np.ndarray, size: int, method: str) -> np.ndarray:
   return np.asarray(out, dtype=np.uint8)[..., None]
 
 
-class Digits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Digits(local.LocalFiles, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """UCI handwritten digits (scikit-learn), upsampled, stored as raw uint8 tensors."""
 
   name = "digits"
