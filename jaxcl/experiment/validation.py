@@ -28,6 +28,11 @@ def _get(config: ml_collections.ConfigDict, dotted: str, default=None):
   return node
 
 
+def _shown(value):
+  """A config value as a message shows it (a sub-config as a plain dict)."""
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+
+
 def _check_loss(m: ml_collections.ConfigDict) -> bool:
   """Builds the method's loss plug-in (``method.loss``, where the method has one) as the method will;
   returns whether it reads labels."""
@@ -39,19 +44,17 @@ def _check_loss(m: ml_collections.ConfigDict) -> bool:
                                     defaults={"temperature": m.get("temperature")},
                                     block_size=m.get("loss_block_size") or None)
   except losses.registry.LossSpecError as err:
-    value = m.get(err.field)
-    _fail(f"method.{err.field}", value.to_dict() if hasattr(value, "to_dict") else value, str(err))
+    _fail(f"method.{err.field}", _shown(m.get(err.field)), str(err))
   # The losses check their hyperparameters when called: call it once on 4 tiny rows (milliseconds)
   # so a bad value is reported now, not after the train step has been traced and compiled.
   z = np.linspace(-1.0, 1.0, 32, dtype=np.float32).reshape(4, 8)
   try:
     resolved.fn(z, z[::-1] + 0.5, np.array([0, 0, 1, 1], np.int32))
   except ValueError as err:
-    field = "temperature" if "temperature" in str(err) and "temperature" not in m.loss_kwargs \
+    kwargs = m.get("loss_kwargs") or {}
+    field = "temperature" if "temperature" in str(err) and "temperature" not in kwargs \
         else "loss_kwargs"
-    value = m.get(field)
-    _fail(f"method.{field}", value.to_dict() if hasattr(value, "to_dict") else value,
-          f"loss {m.loss!r}: {err}")
+    _fail(f"method.{field}", _shown(m.get(field)), f"loss {m.loss!r}: {err}")
   return resolved.needs_labels
 
 
@@ -154,9 +157,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
 
   _check_method(config.method)
   needs_labels = _check_loss(config.method)
-  m = _get(config, "data.examples_per_class", 0)
-  if m and (m < 2 or batch % m):
-    _fail("data.examples_per_class", m, f"must be >= 2 (each anchor needs a positive) and divide "
+  per_class = _get(config, "data.examples_per_class", 0)
+  if per_class and (per_class < 2 or batch % per_class):
+    _fail("data.examples_per_class", per_class, f"must be >= 2 (each anchor needs a positive) and divide "
           f"batch_size={batch}, or 0 to turn the class-balanced batches off.")
 
   crop = _get(config, "augment.size")
@@ -168,9 +171,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     except (FileNotFoundError, ValueError, KeyError) as err:
       raise ValueError(f"config.data.name={config.data.name!r}: {err}") from err
     image_size = image_size or min(info.image_shape[:2])
-    m = _get(config, "data.examples_per_class", 0)
-    if m and batch // m > info.num_classes:
-      _fail("data.examples_per_class", m, f"batch_size / examples_per_class = {batch // m} classes "
+    if per_class and batch // per_class > info.num_classes:
+      _fail("data.examples_per_class", per_class, f"batch_size / examples_per_class = "
+            f"{batch // per_class} classes "
             f"per batch, but {config.data.name!r} has {info.num_classes}; raise it to at least "
             f"{-(-batch // info.num_classes)}.")
     if needs_labels and info.num_classes < 2:
