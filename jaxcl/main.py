@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 from absl import flags
@@ -27,7 +28,7 @@ _MULTI_HOST = ("coordinator_address", "num_processes", "process_id", "distribute
 COMMAND_FLAGS = {
     "train": ("config", "workdir", *_MULTI_HOST),
     "eval": ("workdir", "config", "step", *_MULTI_HOST),
-    "prepare-data": ("data_dir", "manual_dir", "image_size"),
+    "prepare-data": ("data_dir", "manual_dir", "image_size", "from_folder", "name", "test_fraction"),
     "show-views": ("config", "out", "num_views", "num_images"),
     "config": ("config",),
 }
@@ -45,6 +46,12 @@ _NUM_IMAGES = flags.DEFINE_integer("num_images", 8, "show-views: images shown.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "prepare-data: TFDS data directory.")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "prepare-data: where downloaded archives are.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "prepare-data: stored image side.")
+_FROM_FOLDER = flags.DEFINE_string(
+    "from_folder", None, "prepare-data: a folder of your images (one sub-folder per class, or flat "
+    "for unlabeled) to store as dataset --name (also spelt --from-folder).")
+_NAME = flags.DEFINE_string("name", None, "prepare-data --from_folder: the new dataset's name.")
+_TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.2,
+                                    "prepare-data --from_folder: share of images held out as test.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index.")
@@ -135,9 +142,22 @@ def _eval() -> None:
 
 
 def _prepare_data(names: list[str]) -> None:
-  if not names:
-    _usage_error("prepare-data needs a dataset name, e.g. `jaxcl prepare-data cifar10`.")
   from jaxcl import data  # pylint: disable=g-import-not-at-top
+  if _FROM_FOLDER.value:
+    if names or not _NAME.value:
+      _usage_error("prepare-data --from_folder DIR needs --name NAME (and no other dataset name).")
+    data_dir = _DATA_DIR.value or data.default_data_dir()
+    path = data.prepare_folder(_FROM_FOLDER.value, _NAME.value, data_dir=data_dir,
+                               image_size=_IMAGE_SIZE.value, test_fraction=_TEST_FRACTION.value)
+    cfg = data.default_config(_NAME.value)
+    cfg.data_dir = data_dir
+    print(f"{_NAME.value}: {data.info(cfg)}\nprepared in {path}; train on it with "
+          f"--config.data.name={_NAME.value}" + ("" if data_dir == data.default_data_dir() else
+                                                   f" --config.data.data_dir={data_dir}"))
+    return
+  if not names:
+    _usage_error("prepare-data needs a dataset name, e.g. `jaxcl prepare-data cifar10`, or "
+                 "--from_folder DIR --name NAME.")
   for name in names:
     cfg = data.default_config(name)
     if _DATA_DIR.value:
@@ -192,6 +212,8 @@ def run(argv: list[str] | None = None) -> None:
   if command not in COMMANDS:
     _usage_error(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}.")
   wants_help = any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[2:])
+  # The issue-style spellings of two flags (absl names take underscores).
+  argv = [re.sub(r"^--(from|test)-(folder|fraction)", r"--\1_\2", a) for a in argv]
   argv = [a for a in argv if a not in ("-h", "--help", "-help", "--helpfull")]
   if FLAGS.is_parsed():
     # Called again in one process (tests, notebooks), or after a library parsed flags for itself:

@@ -260,3 +260,68 @@ def test_animal_shapes_prepared_on_first_use_from_the_installed_package(tmp_path
   np.testing.assert_array_equal(np.bincount(labels), [200] * 10)  # stratified
   assert images.max() == 255 and images.min() == 0
   assert "animal_shape_mnist" not in sys.modules  # read as data; the package's code never ran
+
+
+def _image_folder(root, layout):
+  """A small folder of real PNG/JPEG files: {class: [(h, w), ...]} or a flat list of sizes."""
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  items = layout.items() if isinstance(layout, dict) else [("", layout)]
+  for name, sizes in items:
+    folder = root / name if name else root
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate(sizes):
+      Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+          folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+  return root
+
+
+def test_prepare_from_folder_by_class_through_the_cli(tmp_path, capsys):
+  from jaxcl import main
+  root = _image_folder(tmp_path / "imgs", {"cat": [(20, 24)] * 5, "dog": [(30, 20)] * 5})
+  (root / "cat" / "README.txt").write_text("not an image: skipped")
+  data_dir = str(tmp_path / "tfds")
+  main.run(["jaxcl", "prepare-data", "--from-folder", str(root), "--name", "pets",
+            "--image_size", "16", "--data_dir", data_dir])
+  assert "--config.data.name=pets" in capsys.readouterr().out
+  cfg = data.default_config("pets")
+  cfg.data_dir = data_dir
+  info = data.info(cfg)
+  assert info.class_names == ("cat", "dog") and info.image_shape == (16, 16, 3)
+  assert (info.num_train, info.num_test) == (8, 2)
+  images, labels = data.load_arrays(cfg, "test")
+  assert images.dtype == np.uint8 and sorted(labels) == [0, 1]  # stratified
+  assert next(data.train_iterator(cfg, seed=0, global_batch_size=4))["image"].shape == (4, 16, 16, 3)
+  with pytest.raises(ValueError, match="already prepared"):
+    data.prepare_folder(str(root), "pets", data_dir=data_dir)
+
+
+def test_prepare_from_flat_folder_reads_the_size_from_the_files(tmp_path):
+  root = _image_folder(tmp_path / "flat", [(12, 12)] * 6)
+  data_dir = str(tmp_path / "tfds")
+  data.prepare_folder(str(root), "flat_photos", data_dir=data_dir)
+  cfg = data.default_config("flat_photos")
+  cfg.data_dir = data_dir
+  info = data.info(cfg)
+  assert info.image_shape == (12, 12, 3) and info.class_names == ("unlabeled",)
+
+
+@pytest.mark.parametrize("layout, extra, kwargs, match", [
+    ({"a": [(8, 8)] * 2, "": [(8, 8)]}, None, {}, "both class folders .* and images at its top"),
+    ({"a": [(8, 8)] * 2, "b": [(8, 9)] * 2}, None, {}, "not all one square size .* --image_size"),
+    ({"a": [(8, 8)] * 3}, "a/broken.png", {}, "broken.png is not a readable image"),
+    ({"a": [(8, 8)] * 2}, None, {"name": "Bad-Name"}, "--name='Bad-Name'"),
+    ({"a": [(8, 8)] * 2}, None, {"name": "digits"}, "one of jaxcl's own datasets"),
+])
+def test_bad_image_folders_fail_in_one_line_and_prepare_nothing(tmp_path, layout, extra, kwargs,
+                                                               match):
+  root = tmp_path / "imgs"
+  for name, sizes in layout.items():
+    _image_folder(root, {name: sizes} if name else sizes)
+  if extra:
+    (root / extra).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+  data_dir = tmp_path / "tfds"
+  with pytest.raises(ValueError, match=match) as err:
+    data.prepare_folder(str(root), kwargs.get("name", "mine"), data_dir=str(data_dir))
+  assert "\n" not in str(err.value)
+  assert not list(data_dir.glob("**/dataset_info.json"))

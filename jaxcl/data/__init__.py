@@ -12,7 +12,8 @@ from jaxcl.data import images
 from jaxcl.data.config import default_config, default_data_dir
 from jaxcl.data.pipeline import load_arrays, train_iterator
 from jaxcl.data.sources import (
-    EMBEDDED, DataInfo, NotPreparedError, check_prepared, info, prepare, prepare_command)
+    EMBEDDED, DataInfo, NotPreparedError, check_prepared, info, prepare, prepare_command,
+    prepare_folder)
 
 # Every process that reads data imports this package (Grain's workers too), so this one call sets
 # Pillow's pixel limit wherever jaxcl decodes images.
@@ -20,5 +21,5 @@ images.limit_pil_pixels()
 
 __all__ = [
     "EMBEDDED", "DataInfo", "NotPreparedError", "check_prepared", "default_config",
-    "default_data_dir", "info", "load_arrays", "prepare", "prepare_command", "train_iterator",
+    "default_data_dir", "info", "load_arrays", "prepare", "prepare_command", "prepare_folder", "train_iterator",
 ]

@@ -184,6 +184,29 @@ def check_prepared(cfg: ml_collections.ConfigDict) -> str:
       f"{cfg.data_dir}), or any TFDS catalog name once prepared as array_record there.")
 
 
+def prepare_folder(root: str, name: str, *, data_dir: str, image_size: int | None = None,
+                   test_fraction: float = 0.2) -> str:
+  """Stores a folder of images (one sub-folder per class, or flat) as dataset ``name`` in data_dir.
+
+  See ``jaxcl.data.builders.folder``. Returns the prepared folder; ``data.name=name`` then reads it.
+  """
+  if name in EMBEDDED:
+    raise ValueError(f"--name={name!r} is one of jaxcl's own datasets; choose another name.")
+  cfg = ml_collections.ConfigDict({"name": name, "data_dir": data_dir})
+  existing = _catalog_dir(cfg)
+  if existing is not None:
+    raise ValueError(f"--name={name!r} is already prepared in {existing}; choose another name, or "
+                     "delete that folder to rebuild it.")
+  from jaxcl.data.builders import folder  # pylint: disable=g-import-not-at-top
+  builder_cls, _ = folder.make_builder(name, root, image_size=image_size,
+                                       test_fraction=test_fraction)
+  tfds = _tfds()
+  b = builder_cls(data_dir=data_dir, file_format="array_record")
+  tfds.display_progress_bar(False)
+  b.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return os.fspath(b.data_dir)
+
+
 def _embedded_builder(cfg: ml_collections.ConfigDict):
   if cfg.name == "digits":
     from jaxcl.data.builders import digits  # pylint: disable=g-import-not-at-top
