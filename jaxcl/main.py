@@ -242,6 +242,21 @@ def run(argv: list[str] | None = None) -> None:
       _prepare_data(positional)
     else:
       {"train": _train, "eval": _eval, "show-views": _show_views, "config": _print_config}[command]()
+  except KeyboardInterrupt:
+    if os.environ.get("JAXCL_TRACEBACK"):
+      raise
+    kept = ("a half-written preparation is never read" if command == "prepare-data"
+            else "complete checkpoints are kept")
+    print(f"jaxcl {command}: interrupted (Ctrl-C); {kept}. Run the same command again to "
+          f"{'resume' if command == 'train' else 'start over'}.", file=sys.stderr)
+    sys.exit(130)
+  except ModuleNotFoundError as err:
+    if os.environ.get("JAXCL_TRACEBACK") or command != "prepare-data":
+      raise
+    print(f"jaxcl prepare-data: this dataset's TFDS builder needs the Python module {err.name!r}, "
+          "which jaxcl does not install: pip install 'jaxcl[tensorflow]' (TensorFlow and what the "
+          "catalog builders import), then run the same command again.", file=sys.stderr)
+    sys.exit(1)
   except (ValueError, FileNotFoundError, FloatingPointError) as err:
     # Bad config values, unprepared datasets, missing checkpoints and divergence all raise with a
     # message that names the field and the fix: show that, not a traceback (unless asked for).

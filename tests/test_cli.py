@@ -73,3 +73,24 @@ def test_eval_without_config_restores_tuples(tmp_path):
   restored = main._config_from_workdir(str(tmp_path))  # pylint: disable=protected-access
   assert restored.model.strides == (2, 2, 2) and restored.augment.scale == (0.4, 1.0)
   assert restored.method.loss_kwargs.to_dict() == {}
+
+
+@pytest.mark.parametrize("raised, code, message", [
+    (KeyboardInterrupt(), 130, r"interrupted \(Ctrl-C\); a half-written preparation is never read"),
+    (ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources"), 1,
+     "needs the Python module 'importlib_resources'.*pip install 'jaxcl\\[tensorflow\\]'"),
+])
+def test_interrupt_and_missing_catalog_extra_are_one_line(monkeypatch, capsys, raised, code, message):
+  import re
+  from jaxcl import data, main
+
+  def fail(*args, **kwargs):
+    raise raised
+
+  monkeypatch.delenv("JAXCL_TRACEBACK", raising=False)
+  monkeypatch.setattr(data, "prepare", fail)
+  with pytest.raises(SystemExit) as exit_info:
+    main.run(["jaxcl", "prepare-data", "imagenet2012", "--manual_dir", "/nonexistent"])
+  assert exit_info.value.code == code
+  err = capsys.readouterr().err
+  assert re.search(message, err) and "Traceback" not in err and len(err.strip().splitlines()) == 1
