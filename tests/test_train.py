@@ -105,6 +105,8 @@ def test_cli_train_and_misspelt_override(tmp_path, capsys):
   config = os.path.join(ROOT, "configs", "simclr_digits.py") + ":smoke"
   main.run(["jaxcl", "train", "--config", config, "--workdir", workdir, "--config.steps=1"])
   assert json.load(open(os.path.join(workdir, "results.json")))["step"] == 1
+  page = open(os.path.join(workdir, "report.html"), encoding="utf-8").read()
+  assert "<h1>simclr on digits</h1>" in page and "optim.lr = " in page
   with pytest.raises(SystemExit):
     main.run(["jaxcl", "train", "--config", config, "--workdir", workdir, "--config.optim.lrr=1"])
 

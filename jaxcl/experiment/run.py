@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from jaxcl import data, evaluate, methods, report
-from jaxcl.experiment import validation
+from jaxcl.experiment import describe, validation
 from jaxcl.train import Checkpointer, TrainSetup, checkpoint, fit, grad_cache, mesh, optim
 from jaxcl.train.online_probe import OnlineProbe
 
@@ -157,6 +157,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         report.plot_curves(writer.path, os.path.join(workdir, "curves.png"), title=config.method.name)
       except ValueError:
         pass  # no metrics yet (a run resumed at its last step)
+    facts = {"data": config.data.name, "steps": step, "batch size": config.batch_size,
+             "training seconds": result.get("train_seconds"),
+             "images per second": result.get("images_per_second")}
+    report.write_report(workdir, title=f"{config.method.name} on {config.data.name}",
+                        table=result.get("table", ""), config_text=describe.describe(config),
+                        facts={k: v for k, v in facts.items() if v is not None})
   return result
 
 
