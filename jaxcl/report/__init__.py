@@ -22,9 +22,9 @@ draws the bar. TensorBoard events come from tensorboardX, which does not need Te
 """
 
 from jaxcl.report.log import METRICS_FILE, TENSORBOARD_DIR, MetricsWriter, read_metrics
-from jaxcl.report.page import write_report
+from jaxcl.report.page import write_page, write_report
 from jaxcl.report.plots import plot_curves, plot_embedding_map
 from jaxcl.report.progress import ProgressBar
 
 __all__ = ["METRICS_FILE", "TENSORBOARD_DIR", "MetricsWriter", "ProgressBar", "plot_curves",
-           "plot_embedding_map", "read_metrics", "write_report"]
+           "plot_embedding_map", "read_metrics", "write_page", "write_report"]

@@ -31,31 +31,44 @@ def _markdown_table(markdown: str) -> str:
   return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def write_report(workdir: str, *, title: str, table: str, config_text: str,
-                 facts: dict[str, object] | None = None) -> str:
-  """Writes ``workdir/report.html``; returns its path.
+def write_page(path: str, *, title: str, facts: dict[str, object] | None = None,
+               tables: dict[str, str] | None = None, pictures=(), text: dict[str, str] | None = None
+               ) -> str:
+  """Writes one static HTML page to ``path``; returns it.
 
   Args:
-    workdir: the run directory (its PNGs named in ``PICTURES`` are embedded when present).
+    path: the output file.
     title: the page title.
-    table: the results table in Markdown.
-    config_text: the config as text.
-    facts: a few ``name: value`` lines shown above the table (steps, wall time, ...).
+    facts: ``name: value`` lines shown first.
+    tables: ``{heading: Markdown pipe table}``.
+    pictures: ``(PNG path, caption)`` pairs, embedded (missing files are left out).
+    text: ``{heading: preformatted text}``, shown last.
   """
   parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
   if facts:
     parts.append("<ul>" + "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
                                   for k, v in facts.items()) + "</ul>")
-  parts.append("<h2>Results</h2>" + (_markdown_table(table) or "<p>No final evaluation.</p>"))
-  for name, caption in PICTURES:
-    path = os.path.join(workdir, name)
-    if os.path.exists(path):
-      with open(path, "rb") as f:
+  for heading, table in (tables or {}).items():
+    parts.append(f"<h2>{html.escape(heading)}</h2>" + (_markdown_table(table) or "<p>None yet.</p>"))
+  for png, caption in pictures:
+    if os.path.exists(png):
+      with open(png, "rb") as f:
         data = base64.b64encode(f.read()).decode("ascii")
-      parts.append(f"<h2>{caption}</h2><img alt='{name}' src='data:image/png;base64,{data}'>")
-  parts.append(f"<h2>Config</h2><pre>{html.escape(config_text)}</pre></body></html>")
-  out = os.path.join(workdir, "report.html")
-  with open(out, "w", encoding="utf-8") as f:
+      parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(os.path.basename(png))}' "
+                   f"src='data:image/png;base64,{data}'>")
+  for heading, body in (text or {}).items():
+    parts.append(f"<h2>{html.escape(heading)}</h2><pre>{html.escape(body)}</pre>")
+  parts.append("</body></html>")
+  with open(path, "w", encoding="utf-8") as f:
     f.write("".join(parts))
-  return out
+  return path
+
+
+def write_report(workdir: str, *, title: str, table: str, config_text: str,
+                 facts: dict[str, object] | None = None) -> str:
+  """Writes ``workdir/report.html`` (results, the run's PNGs in ``PICTURES``, config); returns it."""
+  return write_page(os.path.join(workdir, "report.html"), title=title, facts=facts,
+                    tables={"Results": table},
+                    pictures=[(os.path.join(workdir, name), caption) for name, caption in PICTURES],
+                    text={"Config": config_text})
