@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -79,8 +80,7 @@ def overrides(dataset: str, row: str, seed: int, steps: int | None) -> tuple[str
 
 def run_cell(config: str, flags: list[str], workdir: str) -> dict:
   """``jaxcl train`` of one cell in a fresh process; its metrics, or the error's last lines."""
-  if os.path.exists(workdir):
-    subprocess.run(["rm", "-rf", workdir], check=True)
+  shutil.rmtree(workdir, ignore_errors=True)
   cmd = [sys.executable, "-m", "jaxcl", "train", "--config", config, "--workdir", workdir, *flags]
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   started = time.time()
@@ -133,7 +133,7 @@ def run_cells(cells, path: str) -> dict:
   return record
 
 
-def _stat(values: list[float]) -> str:
+def stat(values: list[float]) -> str:
   if not values:
     return "-"
   mean = 100 * statistics.fmean(values)
@@ -180,8 +180,8 @@ def table(record: dict) -> str:
                         and statistics.fmean(m["knn"]) > statistics.fmean(base[1]["knn"])) else "✗"
       seeds = len(m.get("knn", []))
       train = f"{statistics.fmean(m['train_s']):.0f}" if m.get("train_s") else "-"
-      lines.append(f"| {row} | {seeds} | {_stat(m.get('knn', []))} | {_stat(m.get('knn_k200', []))} "
-                   f"| {_stat(m.get('linear', []))} | {_stat(m.get('online_probe', []))} | {train} "
+      lines.append(f"| {row} | {seeds} | {stat(m.get('knn', []))} | {stat(m.get('knn_k200', []))} "
+                   f"| {stat(m.get('linear', []))} | {stat(m.get('online_probe', []))} | {train} "
                    f"| {beats} |")
   failed = [k for k, c in record["cells"].items() if not c.get("ok")]
   if failed:

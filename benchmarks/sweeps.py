@@ -66,8 +66,8 @@ def table(record: dict) -> str:
               f"| {sweep} | seeds | kNN k=20 | kNN k=200 | linear |", "|---:|---:|---:|---:|---:|"]
     for value in sorted(per_value):
       m = per_value[value]
-      lines.append(f"| {value:g} | {len(m['knn'])} | {methods._stat(m['knn'])} | "  # pylint: disable=protected-access
-                   f"{methods._stat(m['knn_k200'])} | {methods._stat(m['linear'])} |")  # pylint: disable=protected-access
+      lines.append(f"| {value:g} | {len(m['knn'])} | {methods.stat(m['knn'])} | "
+                   f"{methods.stat(m['knn_k200'])} | {methods.stat(m['linear'])} |")
   return "\n".join(lines)
 
 

@@ -39,10 +39,9 @@ def _check_loss(m: ml_collections.ConfigDict) -> bool:
   if "loss" not in m:
     return False
   from jaxcl import losses  # pylint: disable=g-import-not-at-top
+  from jaxcl.methods import common  # pylint: disable=g-import-not-at-top
   try:
-    resolved = losses.two_view_loss(m.loss, m.get("loss_kwargs"),
-                                    defaults={"temperature": m.get("temperature")},
-                                    block_size=m.get("loss_block_size") or None)
+    resolved = common.two_view_objective(m)  # exactly as the method will build it
   except losses.registry.LossSpecError as err:
     _fail(f"method.{err.field}", _shown(m.get(err.field)), str(err))
   # The losses check their hyperparameters when called: call it once on 4 tiny rows (milliseconds)

@@ -255,6 +255,14 @@ class ImageMethod(Method):
     return self.encoder(resize_images(images, self.view_size), train=False)
 
 
+def two_view_objective(mcfg: ml_collections.ConfigDict) -> losses.registry.Resolved:
+  """The loss ``mcfg`` (a method config) names: ``method.loss`` with ``loss_kwargs``, the method's
+  ``temperature`` for losses that take one, and ``loss_block_size``. Raises ``LossSpecError``."""
+  return losses.two_view_loss(mcfg.loss, mcfg.get("loss_kwargs"),
+                              defaults={"temperature": mcfg.get("temperature")},
+                              block_size=int(mcfg.get("loss_block_size", 0)) or None)
+
+
 class TwoViewMethod(ImageMethod):
   """Two views -> encoder -> projector -> the two-view loss ``method.loss`` names (SimCLR, SupCon).
 
@@ -268,9 +276,7 @@ class TwoViewMethod(ImageMethod):
     super().__init__(config, image_shape=image_shape, rngs=rngs)
     mcfg = config.method
     self.block_size = int(mcfg.get("loss_block_size", 0)) or None
-    objective = losses.two_view_loss(mcfg.loss, mcfg.get("loss_kwargs"),
-                                     defaults={"temperature": mcfg.get("temperature")},
-                                     block_size=self.block_size)
+    objective = two_view_objective(mcfg)
     self.objective, self.uses_labels = objective.fn, objective.needs_labels
     self.projector = projector(self.encoder.out_dim, mcfg, model_dtypes(config), rngs)
 
