@@ -111,7 +111,16 @@ def _train() -> None:
   _check_workdir(_WORKDIR.value)
   _start_distributed()
   from jaxcl import experiment  # pylint: disable=g-import-not-at-top
-  experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  from jaxcl.train import preemption  # pylint: disable=g-import-not-at-top
+  try:
+    experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except preemption.Preempted as err:
+    if os.environ.get("JAXCL_TRACEBACK"):
+      raise
+    # SIGTERM (exit 75: a scheduler may retry) or Ctrl-C (130) during training: the step in flight
+    # finished and its checkpoint is committed.
+    print(f"jaxcl train: {err}", file=sys.stderr)
+    sys.exit(err.exit_code)
 
 
 def _config_from_workdir(workdir: str):

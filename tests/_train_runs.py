@@ -172,15 +172,15 @@ class Worker:
     with open(self.log_path) as f:
       return f.read()[-4000:]
 
-  def wait(self) -> None:
-    """Waits for a clean exit; a failure or a hang fails the test with the worker's log."""
+  def wait(self, expected_rc: int = 0) -> None:
+    """Waits for an exit with ``expected_rc``; another status or a hang fails the test with the log."""
     try:
       rc = self.proc.wait(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
       self.kill()
       raise AssertionError(f"worker hung for {TIMEOUT_S}s; its log:\n{self.log()}") from None
     self._log.close()
-    assert rc == 0, f"worker exited with {rc}; its log:\n{self.log()}"
+    assert rc == expected_rc, f"worker exited with {rc}, not {expected_rc}; its log:\n{self.log()}"
 
   def wait_for(self, predicate, what: str) -> None:
     """Polls until ``predicate()``; fails (and kills the worker) on exit or timeout."""

@@ -10,6 +10,8 @@ parks the process at a known moment, touches ``--marker`` and sleeps until the p
 
 * ``--hang_before_step K``: the loop asks for the batch of step K (K steps done, counted from the start
   of this process) and never gets it: a kill between checkpoints, async saves still free to finish.
+* ``--pause_before_step K``: as ``--hang_before_step``, but the process only waits there (signals
+  are handled) until the parent creates ``<marker>.go``, then trains on: a signal at a known step.
 * ``--dump_restored PATH``: the arrays the resume restored, as this process's mesh holds them, go to
   an ``.npz`` file (to check a restore onto another device count is exact).
 * ``--hang_save_step K``: the async save of checkpoint K stops just before Orbax renames its temporary
@@ -45,18 +47,29 @@ def _install_save_hang(step: int, marker: str) -> None:
   atomicity.AtomicRenameTemporaryPath.finalize = finalize
 
 
-class _HangingIterator:
-  """Forwards a data iterator, but parks the process when asked for batch number ``hang_at``."""
+def _pause(marker: str, text: str) -> None:
+  """Touches ``marker`` and waits (signals still handled) until the parent creates ``marker.go``."""
+  with open(marker, "w") as f:
+    f.write(text)
+  deadline = time.monotonic() + 300
+  while not os.path.exists(marker + ".go") and time.monotonic() < deadline:
+    time.sleep(0.05)
 
-  def __init__(self, it, hang_at: int, marker: str):
+
+class _HangingIterator:
+  """Forwards a data iterator, but parks the process when asked for batch number ``hang_at`` (or,
+  with ``pause``, waits there for the parent's go)."""
+
+  def __init__(self, it, hang_at: int, marker: str, pause: bool = False):
     self._it, self._hang_at, self._marker, self._drawn = it, hang_at, marker, 0
+    self._wait = _pause if pause else _park
 
   def __iter__(self):
     return self
 
   def __next__(self):
     if self._drawn == self._hang_at:
-      _park(self._marker, f"before step {self._drawn}")
+      self._wait(self._marker, f"before step {self._drawn}")
     self._drawn += 1
     return next(self._it)
 
@@ -67,13 +80,13 @@ class _HangingIterator:
     self._it.set_state(state)
 
 
-def _install_step_hang(step: int, marker: str) -> None:
+def _install_step_hang(step: int, marker: str, pause: bool = False) -> None:
   from jaxcl import experiment  # pylint: disable=g-import-not-at-top
 
   original = experiment.run.data_iterator
 
   def data_iterator(config, *, start_state=None):
-    return _HangingIterator(original(config, start_state=start_state), step, marker)
+    return _HangingIterator(original(config, start_state=start_state), step, marker, pause)
 
   experiment.run.data_iterator = data_iterator
 
@@ -103,6 +116,7 @@ def main() -> None:
   parser.add_argument("--devices", type=int, required=True)
   parser.add_argument("--hang_before_step", type=int, default=-1)
   parser.add_argument("--hang_save_step", type=int, default=-1)
+  parser.add_argument("--pause_before_step", type=int, default=-1)
   parser.add_argument("--marker", default="")
   parser.add_argument("--dump_restored", default="")
   args = parser.parse_args(argv[:split])
@@ -117,6 +131,8 @@ def main() -> None:
     _install_save_hang(args.hang_save_step, args.marker)
   if args.hang_before_step >= 0:
     _install_step_hang(args.hang_before_step, args.marker)
+  if args.pause_before_step >= 0:
+    _install_step_hang(args.pause_before_step, args.marker, pause=True)
   if args.dump_restored:
     _install_restore_dump(args.dump_restored)
   from jaxcl import main as jaxcl_main  # pylint: disable=g-import-not-at-top

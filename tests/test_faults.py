@@ -1,4 +1,5 @@
-"""Exact resume under faults: SIGKILL between checkpoints and during an async save.
+"""Exact resume under faults: SIGKILL between checkpoints and during an async save, SIGTERM and Ctrl-C
+at a known step (the step in flight is saved), corrupted checkpoints.
 
 A training subprocess (1 process x 8 devices) is parked at a known moment by a test-only hook in
 ``tests/_train_worker.py`` and killed with SIGKILL (no handler, no ``finally``, no Orbax wait runs);
@@ -8,11 +9,14 @@ with the train state of a run that was never killed.
 
 import json
 import os
+import signal
+
+import pytest
 
 from _train_runs import (EVERY, STEPS, Worker, assert_same_state, final_state, reference,
                          reference_workdir, tmp_checkpoints)
 
-from jaxcl.train import checkpoint
+from jaxcl.train import checkpoint, preemption
 
 
 def _complete_steps(workdir) -> list[int]:
@@ -71,3 +75,35 @@ def test_sigkill_during_async_save_never_loads_it(tmp_path, tmp_path_factory):
   # The resumed run removed the leftover and wrote checkpoint 4 again, completely.
   assert not tmp_checkpoints(workdir)
   assert _complete_steps(workdir) == [EVERY, 2 * EVERY, 3 * EVERY]
+
+
+def _signal_at_step(workdir, marker, sig, *, flags=(), workers=1):
+  """Workers paused after EVERY steps (checkpoint EVERY saved) get ``sig`` (the first one only), then
+  train on."""
+  procs = [Worker(workdir, devices=8 // workers, flags=[*flags, *([f"--process_id={i}"] if workers > 1
+                                                                  else [])],
+                  hooks=[f"--pause_before_step={EVERY}", f"--marker={marker}{i}"],
+                  log_name=f"signalled{i}") for i in range(workers)]
+  for i, w in enumerate(procs):
+    w.wait_for(lambda i=i: os.path.exists(f"{marker}{i}"), f"process {i} paused after {EVERY} steps")
+  procs[0].proc.send_signal(sig)
+  for i in range(workers):
+    open(f"{marker}{i}.go", "w").close()
+  return procs
+
+
+@pytest.mark.parametrize("sig,rc", [(signal.SIGTERM, preemption.PREEMPTED_EXIT_CODE),
+                                    (signal.SIGINT, 130)])
+def test_stop_signal_saves_the_step_in_flight_and_resumes_exactly(sig, rc, tmp_path, tmp_path_factory):
+  expected = reference(tmp_path_factory)
+  workdir = str(tmp_path / "run")
+  (w,) = _signal_at_step(workdir, str(tmp_path / "paused"), sig)
+  w.wait(expected_rc=rc)
+  log = w.log()
+  name = signal.Signals(sig).name
+  # The step in flight (3) finished and was saved, though checkpoints fall every 2 steps: nothing
+  # since the last periodic save is lost.
+  assert f"stopped by {name} after step {EVERY + 1}; checkpoint {EVERY + 1} is saved" in log, log
+  assert "Traceback" not in log
+  assert _complete_steps(workdir) == [EVERY, EVERY + 1]
+  _resume_and_compare(workdir, reference_workdir(tmp_path_factory), expected)

@@ -1,14 +1,16 @@
 """Multi-host: 2 JAX processes (4 CPU devices each, localhost coordinator, gloo collectives) train the
 same job as 1 process x 8 devices, each process reading its own half of every global batch, and end
 with the same train state; only process 0 writes logs, every process takes part in the Orbax saves;
-their checkpoint resumes on one process.
+their checkpoint resumes on one process; SIGTERM on one process stops both after one agreed, saved step.
 Also: which flags and cluster environments start ``jax.distributed`` (recorded, not started).
 """
 
 import glob
 import json
 import os
+import re
 import shutil
+import signal
 
 import jax
 import numpy as np
@@ -17,6 +19,7 @@ from _train_runs import (EVERY, REORDER_RTOL, STEPS, Worker, assert_resumed_stat
                          free_port, keep_checkpoints_up_to, reference_workdir, train_here)
 
 from jaxcl.train import mesh as parallel
+from jaxcl.train import preemption
 
 
 def _metric_lines(workdir) -> list[dict]:
@@ -118,3 +121,31 @@ def test_single_task_slurm_job_and_forced_detection(monkeypatch, recorded_initia
   assert not parallel.initialize_distributed()
   assert parallel.initialize_distributed(auto=True)  # `jaxcl train --distributed` (TPU VM slices)
   assert recorded_initialize == [dict(local_device_ids=None)]
+
+
+def test_sigterm_on_one_process_stops_both_at_one_saved_step(tmp_path, tmp_path_factory):
+  """A preemption notice reaching one host: JAX's preemption service makes every process stop after
+  the same step, which all of them save together; the two-process job then resumes exactly."""
+  workdir = str(tmp_path / "run")
+  marker = str(tmp_path / "paused")
+  flags = [f"--coordinator_address=127.0.0.1:{free_port()}", "--num_processes=2"]
+  workers = [Worker(workdir, devices=4, flags=flags + [f"--process_id={i}"], log_name=f"process{i}",
+                    hooks=[f"--pause_before_step={EVERY}", f"--marker={marker}{i}"])
+             for i in range(2)]
+  try:
+    for i, w in enumerate(workers):
+      w.wait_for(lambda i=i: os.path.exists(f"{marker}{i}"), f"process {i} paused")
+    workers[0].proc.send_signal(signal.SIGTERM)
+    for i in range(2):
+      open(f"{marker}{i}.go", "w").close()
+    for w in workers:
+      w.wait(expected_rc=preemption.PREEMPTED_EXIT_CODE)
+  finally:
+    for w in workers:
+      w.kill()
+  stopped = [int(re.search(r"after step (\d+)", w.log()).group(1)) for w in workers]
+  assert stopped[0] == stopped[1] and EVERY < stopped[0] < STEPS, stopped
+  saved = sorted(int(p) for p in os.listdir(os.path.join(workdir, "checkpoints")) if p.isdigit())
+  assert saved[-1] == stopped[0], saved
+  _train_on_two_processes(workdir)  # resumes from the agreed step
+  assert_resumed_state(final_state(workdir), tmp_path_factory)

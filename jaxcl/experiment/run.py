@@ -25,6 +25,7 @@ from jaxcl import data, evaluate, methods, report
 from jaxcl.experiment import describe, validation
 from jaxcl.train import Checkpointer, TrainSetup, checkpoint, fit, grad_cache, mesh, optim
 from jaxcl.train.online_probe import OnlineProbe
+from jaxcl.train.preemption import Preempted
 
 
 def apply_compute_dtype(config: ml_collections.ConfigDict) -> None:
@@ -127,11 +128,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       return evaluator.monitor(setup.method(state), state.get("probe"))
     return {}
 
-  run = fit(setup, state, it, start=start, end=end, total_steps=config.steps,
-            batch_size=config.batch_size, checkpointer=checkpointer, writer=writer,
-            log_every=t.log_every, checkpoint_every=t.checkpoint_every,
-            on_nonfinite=t.on_nonfinite, monitor=monitor, progress=is_main and t.progress,
-            checkpoint_meta={"method": config.method.name, "data": config.data.name})
+  try:
+    run = fit(setup, state, it, start=start, end=end, total_steps=config.steps,
+              batch_size=config.batch_size, checkpointer=checkpointer, writer=writer,
+              log_every=t.log_every, checkpoint_every=t.checkpoint_every,
+              on_nonfinite=t.on_nonfinite, monitor=monitor, progress=is_main and t.progress,
+              checkpoint_meta={"method": config.method.name, "data": config.data.name})
+  except Preempted:  # its checkpoint is committed; leave the log complete too
+    writer.close()
+    checkpointer.close()
+    raise
   state = run.state
   step = int(jax.device_get(state["step"]))
   if t.stop_at and t.stop_at < config.steps:

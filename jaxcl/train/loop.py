@@ -19,6 +19,7 @@ import numpy as np
 from jaxcl.report import MetricsWriter, ProgressBar
 from jaxcl.train import mesh as mesh_lib
 from jaxcl.train.checkpoint import Checkpointer
+from jaxcl.train.preemption import Preempted, StopSignals
 from jaxcl.train.state import TrainSetup
 
 ON_NONFINITE = ("stop", "skip")
@@ -75,6 +76,7 @@ def fit(
     monitor: Callable[[int, dict], Mapping[str, float]] | None = None,
     checkpoint_meta: Mapping[str, Any] | None = None,
     progress: bool = True,
+    stop_on_signals: bool = True,
 ) -> FitResult:
   """Runs steps ``start .. end-1`` of a ``total_steps`` run from ``state``.
 
@@ -95,38 +97,50 @@ def fit(
     monitor: ``monitor(step, state) -> {name: value}`` merged into each logged line.
     checkpoint_meta: JSON facts saved with every checkpoint.
     progress: draw a progress bar (pass False on processes other than 0).
+    stop_on_signals: on SIGTERM or Ctrl-C, finish the step in flight, save its checkpoint, wait for
+      the commit and raise ``Preempted`` (``jaxcl.train.preemption``); every process stops at the
+      same step.
 
   Returns:
     A ``FitResult``.
+
+  Raises:
+    Preempted: a stop signal arrived; the checkpoint of ``Preempted.step`` is committed.
+    NonFiniteError: a non-finite step with ``on_nonfinite='stop'``.
   """
   step_fn = setup.step_fn() if start < end else None
   bar = ProgressBar(total_steps, batch_size=batch_size, initial_step=start, enabled=progress)
   last: dict[str, float] = {}
   t0, timed_from = time.perf_counter(), None
-  try:
-    for step in range(start, end):
-      batch = next(batches)
-      data_state = batches.get_state()  # the stream after `step + 1` batches: saved with step+1
-      state, metrics = step_fn(state, mesh_lib.shard_batch(batch, setup.mesh))
-      done = step + 1
-      if step == start:
-        jax.block_until_ready(metrics)
-        timed_from = (time.perf_counter(), done)  # throughput excludes compilation
-      log_now = done % log_every == 0 or done == total_steps
-      save_now = (checkpoint_every and done % checkpoint_every == 0) or done == end
-      if log_now or save_now:
-        check_guard(state, checkpointer, on_nonfinite, bar.write)
-      if log_now:
-        last = _host(metrics)
-        if monitor is not None:
-          last.update(monitor(done, state))
-        writer.write(done, last)
-        bar.update(done, loss=last["loss"])
-      if save_now:
-        checkpointer.save(done, state, data_state=data_state, meta=checkpoint_meta)
-  finally:
-    bar.close()
-    checkpointer.wait()  # never exit with a save half-written
+  with StopSignals(stop_on_signals) as signals:
+    try:
+      for step in range(start, end):
+        batch = next(batches)
+        data_state = batches.get_state()  # the stream after `step + 1` batches: saved with step+1
+        state, metrics = step_fn(state, mesh_lib.shard_batch(batch, setup.mesh))
+        done = step + 1
+        if step == start:
+          jax.block_until_ready(metrics)
+          timed_from = (time.perf_counter(), done)  # throughput excludes compilation
+        stop = signals.requested(done)
+        log_now = done % log_every == 0 or done == total_steps
+        save_now = (checkpoint_every and done % checkpoint_every == 0) or done == end or stop
+        if log_now or save_now:
+          check_guard(state, checkpointer, on_nonfinite, bar.write)
+        if log_now:
+          last = _host(metrics)
+          if monitor is not None:
+            last.update(monitor(done, state))
+          writer.write(done, last)
+          bar.update(done, loss=last["loss"])
+        if save_now:
+          checkpointer.save(done, state, data_state=data_state, meta=checkpoint_meta)
+        if stop:
+          checkpointer.wait()
+          raise Preempted(done, signals.signal_name, str(checkpointer.directory))
+    finally:
+      bar.close()
+      checkpointer.wait()  # never exit with a save half-written
   seconds = time.perf_counter() - t0
   images_per_second = None
   if timed_from is not None and end - timed_from[1] > 0:
