@@ -9,12 +9,13 @@ with the train state of a run that was never killed.
 
 import json
 import os
+import shutil
 import signal
 
 import pytest
 
-from _train_runs import (EVERY, STEPS, Worker, assert_same_state, final_state, reference,
-                         reference_workdir, tmp_checkpoints)
+from _train_runs import (EVERY, STEPS, Worker, assert_same_state, final_state,
+                         keep_checkpoints_up_to, reference, reference_workdir, tmp_checkpoints)
 
 from jaxcl.train import checkpoint, preemption
 
@@ -107,3 +108,23 @@ def test_stop_signal_saves_the_step_in_flight_and_resumes_exactly(sig, rc, tmp_p
   assert "Traceback" not in log
   assert _complete_steps(workdir) == [EVERY, EVERY + 1]
   _resume_and_compare(workdir, reference_workdir(tmp_path_factory), expected)
+
+
+def test_damaged_newest_checkpoint_resumes_from_the_older_one(tmp_path, tmp_path_factory):
+  expected = reference(tmp_path_factory)
+  workdir = tmp_path / "run"
+  shutil.copytree(os.path.join(reference_workdir(tmp_path_factory), "checkpoints"),
+                  workdir / "checkpoints")
+  shutil.copy(os.path.join(reference_workdir(tmp_path_factory), "metrics.jsonl"), workdir)
+  keep_checkpoints_up_to(workdir, 2 * EVERY)
+  # A garbled block in checkpoint 4's parameters: same size, readable by Orbax, wrong numbers.
+  block = sorted((workdir / "checkpoints" / str(2 * EVERY)).glob("state/ocdbt.process_0/d/*"),
+                 key=os.path.getsize)[-1]
+  data = bytearray(block.read_bytes())
+  data[len(data) // 2] ^= 0xFF
+  block.write_bytes(bytes(data))
+  w = Worker(str(workdir), devices=8, log_name="resumed")
+  w.wait()
+  assert f"checkpoint {2 * EVERY} in" in w.log() and "damaged" in w.log()
+  assert_same_state(final_state(str(workdir)), expected, exact=True)
+  assert (workdir / "checkpoints-damaged" / str(2 * EVERY)).is_dir()

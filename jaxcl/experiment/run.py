@@ -94,10 +94,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints,
                               keep_every=t.keep_every, async_save=t.async_checkpoint)
-  start = checkpointer.latest_step()
   data_state = None
-  if start is not None:
-    state, data_state, _ = checkpointer.restore(setup.abstract_state, step=start)
+  if checkpointer.latest_step() is not None:  # the newest undamaged one (damaged ones set aside)
+    state, data_state, _ = checkpointer.restore(setup.abstract_state)
+    start = int(jax.device_get(state["step"]))
   else:
     start = 0
     state = setup.init_state()

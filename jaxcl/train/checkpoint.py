@@ -12,6 +12,14 @@ Orbax writes each checkpoint into a temporary directory and renames it when ever
 run killed during a save leaves only a temporary directory that ``latest_step`` never returns. Retention
 uses Orbax's preservation policies: the newest ``keep`` checkpoints plus, optionally, every
 ``keep_every``-th step.
+
+Damage after the commit (a truncated copy, a disk that garbled a block, a file deleted by hand) is
+caught by checksums: once a checkpoint is committed, process 0 *seals* it, writing the size and CRC-32
+of every file in it to ``jaxcl_checksums.json`` inside the step directory. Restoring the newest
+checkpoint checks the seal first; a checkpoint whose files do not match it, or that Orbax cannot read,
+is moved aside to ``<directory>-damaged/<step>`` (never deleted) with a warning that names the files,
+and the next older one is tried. A run therefore never resumes from garbage and never loses a good
+checkpoint to a damaged newer one.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ import functools
 import json
 import logging
 import os
+import sys
+import threading
+import zlib
 from typing import Any, Mapping
 
 import jax
@@ -28,6 +39,61 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 _pp = ocp.checkpoint_managers
+CHECKSUMS = "jaxcl_checksums.json"
+_CHUNK = 1 << 22
+
+
+class DamagedCheckpointError(ValueError):
+  """A checkpoint's files do not match the checksums written when it was committed."""
+
+
+def _crc32(path: str) -> int:
+  crc = 0
+  with open(path, "rb") as f:
+    while chunk := f.read(_CHUNK):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def _files(step_dir: str) -> list[str]:
+  out = []
+  for root, _, names in os.walk(step_dir):
+    out += [os.path.relpath(os.path.join(root, n), step_dir) for n in names if n != CHECKSUMS]
+  return sorted(out)
+
+
+def seal(step_dir: str | os.PathLike) -> None:
+  """Writes ``jaxcl_checksums.json`` (size and CRC-32 of every file) into a committed checkpoint."""
+  step_dir = os.fspath(step_dir)
+  sums = {rel: [os.path.getsize(os.path.join(step_dir, rel)), _crc32(os.path.join(step_dir, rel))]
+          for rel in _files(step_dir)}
+  tmp = os.path.join(step_dir, f".{CHECKSUMS}.tmp")
+  with open(tmp, "w") as f:
+    json.dump({"crc32": sums}, f)
+  os.replace(tmp, os.path.join(step_dir, CHECKSUMS))  # atomic: a seal is whole or absent
+
+
+def damage(step_dir: str | os.PathLike) -> list[str]:
+  """What does not match the seal of ``step_dir`` ([] if intact or never sealed)."""
+  step_dir = os.fspath(step_dir)
+  path = os.path.join(step_dir, CHECKSUMS)
+  if not os.path.exists(path):
+    return []
+  try:
+    with open(path) as f:
+      sums = json.load(f)["crc32"]
+  except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    return [f"{CHECKSUMS}: unreadable"]
+  found = []
+  for rel, (size, crc) in sums.items():
+    full = os.path.join(step_dir, rel)
+    if not os.path.exists(full):
+      found.append(f"{rel}: missing")
+    elif os.path.getsize(full) != size:
+      found.append(f"{rel}: {os.path.getsize(full)} bytes, {size} when saved")
+    elif _crc32(full) != crc:
+      found.append(f"{rel}: contents changed since it was saved")
+  return found
 
 
 def _preservation(keep: int, keep_every: int):
@@ -77,12 +143,76 @@ class Checkpointer:
         # Temporary directories of a save that was killed are removed when the next manager starts.
         cleanup_tmp_directories=True,
     )
+    self._async = async_save
+    if async_save:  # seal each checkpoint as soon as Orbax has committed it
+      options.async_options = ocp.AsyncOptions(post_finalization_callback=self._seal_committed)
+    self._seal_lock = threading.Lock()
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "data", "meta"))
 
   def latest_step(self) -> int | None:
-    """Step of the newest complete checkpoint, or None."""
+    """Step of the newest complete checkpoint (not yet checked for damage), or None."""
     return self._manager.latest_step()
+
+  def _seal_committed(self) -> None:
+    """Seals every committed checkpoint that has no seal yet (process 0; the others share its files)."""
+    if jax.process_index() != 0:
+      return
+    with self._seal_lock:
+      for name in os.listdir(self.directory):
+        step_dir = os.path.join(self.directory, name)
+        if name.isdigit() and not os.path.exists(os.path.join(step_dir, CHECKSUMS)):
+          try:
+            seal(step_dir)
+          except FileNotFoundError:  # removed by the retention policy meanwhile
+            pass
+
+  def _set_aside(self, step: int, why: list[str]) -> None:
+    """Moves damaged checkpoint ``step`` to ``<directory>-damaged/`` with a warning naming ``why``."""
+    aside = epath.Path(f"{self.directory}-damaged") / str(step)
+    if jax.process_index() == 0:
+      n = 1
+      while aside.exists():
+        aside, n = aside.parent / f"{step}.{n}", n + 1
+      aside.parent.mkdir(parents=True, exist_ok=True)
+      (self.directory / str(step)).rename(aside)
+      shown = "; ".join(why[:3]) + (f"; and {len(why) - 3} more" if len(why) > 3 else "")
+      print(f"jaxcl: warning: checkpoint {step} in {self.directory} is damaged ({shown}); moved "
+            f"to {aside}, trying the next older checkpoint.", file=sys.stderr, flush=True)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"jaxcl set aside checkpoint {step}")
+    self._manager.reload()
+
+  def _restore_checked(self, step: int | None, restore_fn) -> Any:
+    """``restore_fn(step)`` of ``step``, or of the newest undamaged checkpoint when ``step`` is None.
+
+    A damaged checkpoint named by ``step`` raises ``DamagedCheckpointError``; while looking for the
+    newest one, damaged checkpoints (seal mismatch, or unreadable to Orbax) are set aside.
+    """
+    if step is not None:
+      why = damage(self.directory / str(step))
+      if why:
+        raise DamagedCheckpointError(
+            f"checkpoint {step} in {self.directory} is damaged: {'; '.join(why)}. Restore an "
+            "older step (--step), or resume without --step to use the newest undamaged one.")
+      return restore_fn(step)
+    candidates = sorted(self._manager.all_steps(), reverse=True)
+    for candidate in candidates:
+      why = damage(self.directory / str(candidate))
+      if not why:
+        try:
+          return restore_fn(candidate)
+        except Exception as err:  # pylint: disable=broad-exception-caught
+          why = [f"Orbax could not read it: {type(err).__name__}: {str(err)[:200]}"]
+      self._set_aside(candidate, why)
+    if candidates:
+      raise DamagedCheckpointError(
+          f"every checkpoint in {self.directory} ({candidates}) is damaged; they were moved to "
+          f"{self.directory}-damaged. Run again to start from step 0.")
+    raise FileNotFoundError(
+        f"no complete checkpoint in {self.directory}: pass the --workdir of a run that has saved "
+        "one (jaxcl train writes checkpoints/ there every train.checkpoint_every steps).")
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
@@ -105,33 +235,27 @@ class Checkpointer:
     items = {"state": ocp.args.StandardSave(state),
              "data": ocp.args.JsonSave(_gather_data_states(data_state)),
              "meta": ocp.args.JsonSave(dict(meta or {}, step=int(step)))}
-    return self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    started = self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    if not self._async:
+      self._seal_committed()
+    return started
 
   def restore(self, abstract_state: Any, *, step: int | None = None) -> tuple[Any, Any, dict]:
     """Restores a checkpoint onto the shardings given by ``abstract_state``.
 
     Args:
       abstract_state: pytree of ``jax.ShapeDtypeStruct`` with ``sharding`` (e.g. from ``jax.eval_shape``).
-      step: which checkpoint; default the latest complete one.
+      step: which checkpoint; default the newest complete, undamaged one (damaged newer ones are set
+        aside, see the module docstring).
 
     Returns:
       ``(state, data_state, meta)``: data_state is this process's iterator state (None if the process
       count changed since the save, in which case the caller must rebuild the iterator itself).
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(
-          f"no complete checkpoint in {self.directory}: pass the --workdir of a run that has saved "
-          "one (jaxcl train writes checkpoints/ there every train.checkpoint_every steps).")
-    out = self._manager.restore(step, args=ocp.args.Composite(
+    out = self._restore_checked(step, lambda s: self._manager.restore(s, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+        data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore())))
     return out.state, _this_process_data_state(out.data), dict(out.meta or {})
-
-  def restore_meta(self, step: int | None = None) -> dict:
-    step = self.latest_step() if step is None else step
-    out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return dict(out.meta or {})
 
   def restore_arrays(self, *, step: int | None = None) -> Any:
     """Restores the ``state`` item onto this process's first device, without a target (for eval/export).
@@ -139,20 +263,22 @@ class Checkpointer:
     Works whatever mesh saved it (another device count, several processes): the saved shardings name
     devices that may not exist here, so the target is built from the saved shapes and dtypes alone.
     """
-    step = self.latest_step() if step is None else step
-    saved = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "state")
-    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
-                          getattr(saved, "tree", saved))
-    out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-    return out.state
+    def restore(step):
+      saved = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / "state")
+      one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                            getattr(saved, "tree", saved))
+      return self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target))).state
+    return self._restore_checked(step, restore)
 
   def wait(self) -> None:
-    """Blocks until every async save has been committed to disk."""
+    """Blocks until every save has been committed to disk and sealed."""
     self._manager.wait_until_finished()
+    self._seal_committed()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
 
 
