@@ -344,3 +344,59 @@ def test_readme_snippet_grad_on_a_mesh():
   assert np.isfinite(float(loss)) and set(metrics) >= {"positive_top1", "embedding_std"}
   assert jax.tree.structure(grads) == jax.tree.structure(params)
   assert np.isfinite(grad_norm) and grad_norm > 0
+
+
+def _per_device(fn, mesh, *args):
+  with jax.set_mesh(mesh):
+    return jax.jit(jax.shard_map(fn, in_specs=P("data"), out_specs=P("data")))(
+        *(jax.device_put(a, P("data")) for a in args))
+
+
+def test_shuffle_bn_permutation_is_a_bijection_and_unshuffling_restores_order(mesh):
+  rows = jnp.arange(BATCH, dtype=jnp.float32)[:, None] * jnp.ones((1, 3))
+  key = jax.random.key(3)
+
+  def shuffled(x):
+    return common.shuffle_across_devices(x, key, "data")[0]
+
+  def round_trip(x):
+    y, perm = common.shuffle_across_devices(x, key, "data")
+    return common.unshuffle_across_devices(y, perm, "data")
+
+  out = np.asarray(_per_device(shuffled, mesh, rows))[:, 0].astype(int)
+  assert sorted(out) == list(range(BATCH))                      # every row once: a bijection
+  np.testing.assert_array_equal(out, jax.random.permutation(key, BATCH))  # the global permutation
+  assert (out.reshape(8, -1) != np.arange(BATCH).reshape(8, -1)).any(axis=1).sum() >= 6  # rows moved
+  np.testing.assert_array_equal(_per_device(round_trip, mesh, rows), rows)
+
+
+def test_shuffle_bn_keys_equal_the_key_encoder_on_the_shuffled_global_batch(mesh):
+  method = build("moco_v2")
+  assert method.shuffle_bn and not method.sync_bn
+  graphdef, state = nnx.split(method)
+  images = jax.random.uniform(jax.random.key(1), (BATCH, SIZE, SIZE, 1))
+  keys = example_keys(5)
+
+  def sharded(x, k):
+    return nnx.merge(graphdef, state, copy=True).keys_of(x, k, axis_name="data")
+
+  got = np.asarray(_per_device(sharded, mesh, images, keys))
+  # By hand: the same permutation of the global batch, 8 separate BatchNorm batches of 2 (per-device
+  # BN in training mode), outputs put back at their original rows.
+  perm = jax.random.permutation(common.shared_key(keys, None, salt=1), BATCH)
+  target = nnx.merge(graphdef, state, copy=True)
+  per_device = [target.keys_of(chunk, None, axis_name=None) for chunk in jnp.split(images[perm], 8)]
+  want = np.zeros_like(got)
+  want[np.asarray(perm)] = np.concatenate(per_device)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # Without the shuffle, each device normalises its own rows: different keys.
+  plain = jnp.concatenate([target.keys_of(c, None, axis_name=None) for c in jnp.split(images, 8)])
+  assert not np.allclose(got, plain, atol=1e-3)
+
+
+def test_shuffle_bn_with_sync_bn_is_an_error():
+  cfg = tiny_config("moco_v2")
+  cfg.method.sync_bn = True
+  with pytest.raises(ValueError, match="method.shuffle_bn"):
+    methods.create(cfg, image_shape=(SIZE, SIZE, 1), num_classes=3, class_names=CLASSES,
+                   rngs=nnx.Rngs(0))

@@ -69,6 +69,49 @@ def two_views(recipe, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array
   return views[0], views[1]
 
 
+def shared_key(keys: jax.Array, axis_name: str | None, salt: int) -> jax.Array:
+  """One key, equal on every device, from the per-example ``batch['key']`` (the global batch's first)."""
+  first = jax.random.key_data(keys[:1])
+  if axis_name is not None:
+    first = jax.lax.all_gather(first, axis_name, axis=0, tiled=True)
+  return jax.random.fold_in(jax.random.wrap_key_data(first[0]), salt)
+
+
+def shuffle_across_devices(x: jax.Array, key: jax.Array,
+                           axis_name: str | None) -> tuple[jax.Array, jax.Array | None]:
+  """Shuffle-BN's first half (He et al. 2020, Sec. 3.3): this device's rows of a random permutation of
+  the global batch.
+
+  Args:
+    x: this device's rows [b, ...].
+    key: the permutation's key, equal on every device (``shared_key``).
+    axis_name: the data axis (inside ``shard_map``); None: no shuffle.
+
+  Returns:
+    ``(rows, perm)``: ``rows = global_x[perm[offset : offset + b]]`` and the global permutation, to
+    pass to ``unshuffle_across_devices``.
+  """
+  if axis_name is None:
+    return x, None
+  everything = losses.collective.gather(x, axis_name)
+  perm = jax.random.permutation(key, everything.shape[0])
+  mine = jax.lax.dynamic_slice_in_dim(perm, losses.collective.row_offset(x.shape[0], axis_name),
+                                      x.shape[0])
+  return everything[mine], perm
+
+
+def unshuffle_across_devices(y: jax.Array, perm: jax.Array | None, axis_name: str | None) -> jax.Array:
+  """Shuffle-BN's second half: the outputs of ``shuffle_across_devices``'s rows back in this device's
+  original rows (``y`` row j belongs to global row ``perm[offset + j]``)."""
+  if axis_name is None or perm is None:
+    return y
+  everything = losses.collective.gather(y, axis_name)  # global order of the permutation
+  inverse = jnp.argsort(perm)  # where each original row went
+  mine = jax.lax.dynamic_slice_in_dim(inverse, losses.collective.row_offset(y.shape[0], axis_name),
+                                      y.shape[0])
+  return everything[mine]
+
+
 def resize_images(images: jax.Array, size: int) -> jax.Array:
   """Float images [B, H, W, C] resized (bilinear, antialiased) to [B, size, size, C] if needed."""
   images = jnp.asarray(images)

@@ -5,7 +5,11 @@ Transformers").
 MoCo v2: queries from the online encoder + MLP head, keys from its momentum copy (m = 0.999), InfoNCE
 against a queue of 65536 past keys (He et al. 2020, eq. 1; temperature 0.2). The queue is a ``Queue``
 variable sharded over devices on dim 0; each step's keys are ``Stash``-ed in ``loss`` and pushed
-(FIFO, oldest dropped) in ``after_step``. Shuffle-BN is not implemented: BN is per device by default.
+(FIFO, oldest dropped) in ``after_step``. BatchNorm is per device, as in the paper; with
+``shuffle_bn`` (on by default, as in the paper's code) the key encoder sees a random permutation of
+the global batch spread over the devices and its outputs are put back in order (shuffle-BN, Sec. 3.3),
+so a device's BN statistics cannot tell which key belongs to which of its queries. On one device it
+changes nothing.
 
 MoCo v3: no queue; online encoder + projector + predictor, momentum encoder + projector with the cosine
 schedule from m = 0.99, symmetric InfoNCE over the global batch scaled by 2t as in the paper's code.
@@ -39,6 +43,7 @@ def v2_default_config() -> ml_collections.ConfigDict:
   cfg.proj_last_bn = False
   cfg.proj_last_bn_affine = True
   cfg.sync_bn = False
+  cfg.shuffle_bn = True  # the key encoder's batch permuted across devices (per-device BN only)
   return cfg
 
 
@@ -77,11 +82,25 @@ class MoCoV2(MomentumMethod):
     init = jax.random.normal(rngs.params(), (int(mcfg.queue_size), dim), jnp.float32)
     self.queue = Queue(losses.l2_normalize(init))
     self.keys = Stash(jnp.zeros((batch, dim), jnp.float32))
+    self.shuffle_bn = bool(mcfg.get("shuffle_bn", False))
+    if self.shuffle_bn and self.sync_bn:
+      raise ValueError("method.shuffle_bn=True needs per-device BatchNorm (method.sync_bn=False): "
+                       "synchronised statistics already cover the whole batch; turn one of them off.")
+
+  def keys_of(self, images: jax.Array, example_keys: jax.Array, *,
+              axis_name: str | None) -> jax.Array:
+    """Normalised key projections of ``images`` (this device's rows), with shuffle-BN if enabled."""
+    if not (self.shuffle_bn and axis_name is not None):
+      return losses.l2_normalize(self.target(images, axis_name=axis_name))
+    key = common.shared_key(example_keys, axis_name, salt=1)
+    shuffled, perm = common.shuffle_across_devices(images, key, axis_name)
+    k = losses.l2_normalize(self.target(shuffled, axis_name=axis_name))
+    return common.unshuffle_across_devices(k, perm, axis_name)
 
   def loss(self, batch, *, axis_name=None):
     v1, v2 = common.two_views(self.recipe, batch)
     q, _ = self.online(v1, axis_name=axis_name)
-    k = losses.l2_normalize(self.target(v2, axis_name=axis_name))
+    k = self.keys_of(v2, batch["key"], axis_name=axis_name)
     queue = jax.lax.stop_gradient(self.queue[...])
     loss = losses.moco_infonce(q, k, queue, temperature=self.temperature, axis_name=axis_name)
     self.keys[...] = k
