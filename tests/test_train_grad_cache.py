@@ -45,7 +45,8 @@ def test_grad_cache_equals_plain_step(mesh):
   info = data.info(c.data)
   model = _simclr(c, info)
   graphdef, params, sharded, rest = nnx.split(model, nnx.Param, parallel.SHARDED_VARIABLES, ...)
-  specs = {"sharded": parallel.state_specs(sharded), "rest": parallel.state_specs(rest)}
+  specs = {"params": parallel.state_specs(params), "sharded": parallel.state_specs(sharded),
+           "rest": parallel.state_specs(rest)}
   tx = optax.sgd(1.0)
   state = {"step": jnp.int32(3), "params": params, "sharded": sharded, "rest": rest,
            "opt_state": tx.init(params),

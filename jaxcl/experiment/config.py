@@ -33,6 +33,8 @@ def train_defaults() -> ml_collections.ConfigDict:
   t.async_checkpoint = True
   t.on_nonfinite = "stop"       # "stop" | "skip": what a NaN/inf loss or gradient does
   t.grad_cache_chunks = 0       # > 1: gradient caching, chunks per device batch (Gao et al. 2021)
+  t.fsdp = False                # split parameters, optimizer state and EMA targets over the devices
+  t.fsdp_min_size = 16384       # with fsdp: arrays smaller than this many elements stay replicated
   t.compute_dtype = "float32"   # "bfloat16": encoder compute in bf16, parameters stay f32
   t.export_encoder = True       # write workdir/encoder (encoder weights alone) at the end
   t.init_checkpoint = ""        # start from another run's checkpoints dir when the workdir has none

@@ -48,7 +48,8 @@ def build_setup(config: ml_collections.ConfigDict, mesh_: jax.sharding.Mesh,
                         tx=optax.adam(config.eval.online_probe_lr))
   setup = TrainSetup(lambda rngs: create(rngs=rngs), mesh=mesh_, tx=tx, schedule=schedule,
                      seed=config.seed, total_steps=config.steps,
-                     grad_cache_chunks=config.train.grad_cache_chunks, online_probe=probe)
+                     grad_cache_chunks=config.train.grad_cache_chunks, online_probe=probe,
+                     fsdp_min_size=config.train.fsdp_min_size if config.train.get("fsdp") else 0)
   chunks = config.train.grad_cache_chunks
   if chunks > 1 and not grad_cache.supports(setup.method_cls):
     raise ValueError(

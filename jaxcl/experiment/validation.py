@@ -140,6 +140,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   if chunks > 1 and (batch // num_devices) % chunks:
     _fail("train.grad_cache_chunks", chunks, f"must divide the per-device batch "
           f"{batch // num_devices} (batch_size / devices).")
+  if t.get("fsdp") and t.get("fsdp_min_size", 1) < 1:
+    _fail("train.fsdp_min_size", t.fsdp_min_size, "must be >= 1 (the smallest array FSDP splits).")
 
   e = config.eval
   if e.knn_k <= 0:

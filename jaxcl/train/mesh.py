@@ -1,7 +1,8 @@
 """Mesh, batch sharding and the multi-host start.
 
 jaxcl is data-parallel over one mesh axis, ``'data'``, spanning every device of every process.
-Parameters are replicated; a method's ``Queue`` and ``Stash`` variables are split over ``'data'`` on their
+Parameters are replicated, or with FSDP (``fsdp_spec``) split over the same axis along their largest
+divisible dimension; a method's ``Queue`` and ``Stash`` variables are split over ``'data'`` on their
 first dimension (see ``jaxcl.methods.base``). Multi-host runs use JAX's own multi-controller runtime
 (``jax.distributed``): every process runs the same program and feeds its own slice of the global batch.
 """
@@ -125,6 +126,35 @@ def state_specs(state: Any) -> Any:
     # One spec per array, so the result can also become a tree of shardings.
     return jax.tree.map(lambda _: jax.P(axis) if axis else jax.P(), var)
   return jax.tree.map(spec, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def fsdp_spec(shape: tuple[int, ...], num_devices: int, min_size: int) -> jax.P:
+  """FSDP's rule for one array: split its largest dimension that ``num_devices`` divides over 'data'.
+
+  Arrays smaller than ``min_size`` elements, scalars and arrays with no divisible dimension stay
+  replicated (splitting them saves little memory and costs a collective each). The rule depends on the
+  shape alone, so a parameter, its optimizer moments and its EMA target are always split alike.
+
+  Args:
+    shape: the array's global shape.
+    num_devices: size of the 'data' axis.
+    min_size: the smallest number of elements worth splitting.
+
+  Returns:
+    ``P()`` (replicated) or a spec with ``'data'`` at the chosen dimension.
+  """
+  if num_devices <= 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return jax.P()
+  divisible = [d for d, n in enumerate(shape) if n % num_devices == 0]
+  if not divisible:
+    return jax.P()
+  dim = max(divisible, key=lambda d: (shape[d], -d))  # the largest; the first of equal ones
+  return jax.P(*(DATA_AXIS if d == dim else None for d in range(len(shape))))
+
+
+def fsdp_dim(spec: jax.P) -> int | None:
+  """The dimension an FSDP spec splits, or None for a replicated one."""
+  return next((d for d, axis in enumerate(spec) if axis == DATA_AXIS), None)
 
 
 def local_batch_size(global_batch_size: int) -> int:

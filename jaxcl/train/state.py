@@ -52,13 +52,17 @@ class TrainSetup:
     grad_cache_chunks: > 1 enables gradient caching with this many chunks per device batch.
     online_probe: an ``OnlineProbe`` trained on detached features during training (state key
       ``"probe"``), or None.
+    fsdp_min_size: > 0 turns on FSDP: parameters, optimizer state and the method's other state
+      (EMA targets) of at least this many elements are split over the data axis along their largest
+      divisible dimension (``mesh.fsdp_spec``); 0 keeps them replicated.
   """
 
   def __init__(self, create_method: Callable[[nnx.Rngs], nnx.Module], *, mesh: jax.sharding.Mesh,
                tx: optax.GradientTransformation, schedule: optax.Schedule, seed: int,
                total_steps: int, grad_cache_chunks: int = 0,
-               online_probe: OnlineProbe | None = None):
+               online_probe: OnlineProbe | None = None, fsdp_min_size: int = 0):
     self.mesh, self.tx, self.schedule = mesh, tx, schedule
+    self.fsdp = fsdp_min_size > 0
     self.online_probe = online_probe
     self.total_steps, self.grad_cache_chunks = total_steps, grad_cache_chunks
     self.keys = run_keys(seed)
@@ -70,7 +74,13 @@ class TrainSetup:
     self.trainable = self.method_cls.trainable
     self.graphdef, abstract_params, sharded, rest = nnx.split(
         abstract, self.trainable, mesh_lib.SHARDED_VARIABLES, ...)
-    self.specs = {"sharded": mesh_lib.state_specs(sharded), "rest": mesh_lib.state_specs(rest)}
+    def by_shape(tree):  # FSDP's rule, or replicated
+      if not self.fsdp:
+        return jax.tree.map(lambda _: jax.P(), tree)
+      return jax.tree.map(lambda a: mesh_lib.fsdp_spec(a.shape, mesh.size, fsdp_min_size), tree)
+
+    self.specs = {"params": by_shape(abstract_params), "sharded": mesh_lib.state_specs(sharded),
+                  "rest": by_shape(rest)}
     probe_dim = None
     if online_probe is not None:
       probe_dim = online_probe.feature_dim(self.graphdef, abstract_params, sharded, rest)
@@ -91,8 +101,10 @@ class TrainSetup:
     named = lambda spec: jax.sharding.NamedSharding(mesh, spec)  # noqa: E731
     repl = mesh_lib.replicated(mesh)
     self.shardings = jax.tree.map(lambda _: repl, abstract_state)
-    self.shardings["sharded"] = jax.tree.map(named, self.specs["sharded"])
-    self.shardings["rest"] = jax.tree.map(named, self.specs["rest"])
+    for part in ("params", "sharded", "rest"):
+      self.shardings[part] = jax.tree.map(named, self.specs[part])
+    # Optimizer moments have their parameter's shape, so the same rule splits them alike.
+    self.shardings["opt_state"] = jax.tree.map(named, by_shape(abstract_state["opt_state"]))
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, self.shardings)
 
@@ -107,8 +119,12 @@ class TrainSetup:
                    compiler_options={"xla_backend_optimization_level": 0})()
 
   def method(self, state: dict) -> nnx.Module:
-    """The method module holding ``state``'s arrays (for evaluation and export)."""
-    return nnx.merge(self.graphdef, state["params"], state["sharded"], state["rest"])
+    """The method module holding ``state``'s arrays (for evaluation and export; with FSDP, gathered
+    into whole, replicated arrays)."""
+    params, rest = state["params"], state["rest"]
+    if self.fsdp:
+      params, rest = jax.device_put((params, rest), mesh_lib.replicated(self.mesh))
+    return nnx.merge(self.graphdef, params, state["sharded"], rest)
 
   def with_weights_of(self, state: dict, other: dict) -> dict:
     """``state`` with the parameters and method state of ``other`` (a start from another run)."""

@@ -28,7 +28,7 @@ from flax import nnx
 
 from jaxcl.train import grad_cache
 from jaxcl.methods.base import PROBE_FEATURES
-from jaxcl.train.mesh import DATA_AXIS, SHARDED_VARIABLES
+from jaxcl.train.mesh import DATA_AXIS, SHARDED_VARIABLES, fsdp_dim
 
 
 def example_keys(train_key: jax.Array, step: jax.Array, local_batch: int) -> jax.Array:
@@ -53,6 +53,35 @@ def _device_mean(tree: Any) -> Any:
       return jax.lax.pmean(x, DATA_AXIS)
     return jax.lax.pmax(x, DATA_AXIS)
   return jax.tree.map(mean, tree)
+
+
+def _gather(tree: Any, specs: Any) -> Any:
+  """FSDP inside ``shard_map``: every split leaf all-gathered whole (its transpose reduce-scatters the
+  gradient); replicated leaves unchanged."""
+  def whole(x, spec):
+    dim = fsdp_dim(spec)
+    return x if dim is None else jax.lax.all_gather(x, DATA_AXIS, axis=dim, tiled=True)
+  return jax.tree.map(whole, tree, specs)
+
+
+def _local(tree: Any, specs: Any) -> Any:
+  """The inverse of ``_gather`` for values equal on every device: this device's slice of each split leaf."""
+  def mine(x, spec):
+    dim = fsdp_dim(spec)
+    if dim is None:
+      return x
+    size = x.shape[dim] // jax.lax.axis_size(DATA_AXIS)
+    return jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(DATA_AXIS) * size, size, axis=dim)
+  return jax.tree.map(mine, tree, specs)
+
+
+def _reduce_scatter(tree: Any, specs: Any) -> Any:
+  """Per-device gradients w.r.t. ``_gather``-ed leaves summed over devices, this device's slice kept
+  (what the transpose of ``_gather`` does; for gradients computed w.r.t. the gathered values)."""
+  def mine(x, spec):
+    dim = fsdp_dim(spec)
+    return x if dim is None else jax.lax.psum_scatter(x, DATA_AXIS, scatter_dimension=dim, tiled=True)
+  return jax.tree.map(mine, tree, specs)
 
 
 def _split(model: nnx.Module, trainable: Any):
@@ -80,7 +109,9 @@ def make_train_step(
     tx: the optax optimizer.
     schedule: learning-rate schedule (logged).
     mesh: the 1-D data mesh.
-    state_specs: PartitionSpecs of ``sharded`` and ``rest`` (keys ``'sharded'``, ``'rest'``).
+    state_specs: PartitionSpecs of ``params``, ``sharded`` and ``rest`` (keys ``'params'``,
+      ``'sharded'``, ``'rest'``); a ``params`` or ``rest`` leaf split over 'data' (FSDP) is
+      all-gathered inside the step and its gradient reduce-scattered.
     train_key: the run's training key.
     total_steps: length of the run (for ``after_step`` schedules).
     grad_cache_chunks: > 1 enables gradient caching with this many chunks per device batch; needs a
@@ -91,37 +122,43 @@ def make_train_step(
   Returns:
     The step function.
   """
+  p_spec, r_spec = state_specs["params"], state_specs["rest"]
 
   def per_device(params, sharded, rest, batch, step):
     local_b = batch["image"].shape[0]
     batch = dict(batch, key=example_keys(train_key, step, local_b))
+    rest = _gather(rest, r_spec)
 
     def loss_fn(p):
-      model = nnx.merge(graphdef, p, sharded, rest, copy=True)
+      model = nnx.merge(graphdef, _gather(p, p_spec), sharded, rest, copy=True)
       loss, metrics = model.loss(batch, axis_name=DATA_AXIS)
       _, _, new_sharded, new_rest = _split(model, trainable)
       return _device_mean(loss), (metrics, new_sharded, new_rest)
 
     if grad_cache_chunks and grad_cache_chunks > 1:
+      # With FSDP the gradient w.r.t. the gathered parameters is per device: reduce-scatter it.
       loss, (metrics, new_sharded, new_rest), grads = _grad_cache(
-          params, sharded, rest, batch, graphdef=graphdef, trainable=trainable,
+          _gather(params, p_spec), sharded, rest, batch, graphdef=graphdef, trainable=trainable,
           chunks=grad_cache_chunks)
+      grads = _reduce_scatter(grads, p_spec)
     else:
       (loss, (metrics, new_sharded, new_rest)), grads = jax.value_and_grad(
           loss_fn, has_aux=True)(params)
     # Features for the online probe stay per row (split over devices), not averaged.
     features = metrics.pop(PROBE_FEATURES, None)
-    return loss, _device_mean(metrics), grads, new_sharded, _device_mean(new_rest), features
+    if online_probe is not None and features is None:  # the method did not hand over its own
+      features = nnx.merge(graphdef, _gather(params, p_spec), sharded, rest,
+                           copy=True).probe_features(batch)
+    return (loss, _device_mean(metrics), grads, new_sharded, _local(_device_mean(new_rest), r_spec),
+            features)
 
   def step_fn(state, batch):
     step = state["step"]
     params, sharded, rest = state["params"], state["sharded"], state["rest"]
-    p_spec = jax.tree.map(lambda _: jax.P(), params)
     loss, metrics, grads, new_sharded, new_rest, features = jax.shard_map(
         per_device, mesh=mesh,
-        in_specs=(p_spec, state_specs["sharded"], state_specs["rest"], jax.P(DATA_AXIS), jax.P()),
-        out_specs=(jax.P(), jax.P(), p_spec, state_specs["sharded"], state_specs["rest"],
-                   jax.P(DATA_AXIS)),
+        in_specs=(p_spec, state_specs["sharded"], r_spec, jax.P(DATA_AXIS), jax.P()),
+        out_specs=(jax.P(), jax.P(), p_spec, state_specs["sharded"], r_spec, jax.P(DATA_AXIS)),
     )(params, sharded, rest, batch, step)
 
     updates, new_opt_state = tx.update(grads, state["opt_state"], params)
@@ -135,8 +172,6 @@ def make_train_step(
     new = dict(params=new_params, sharded=new_sharded, rest=new_rest, opt_state=new_opt_state)
     probe_metrics = {}
     if online_probe is not None:  # a linear head on detached features (jaxcl.train.online_probe)
-      if features is None:  # the method did not hand over its training pass's features
-        features = nnx.merge(graphdef, params, sharded, rest, copy=True).probe_features(batch)
       new["probe"], probe_metrics = online_probe.update(state["probe"], features, batch["label"])
     old = {k: state[k] for k in new}
     # A non-finite step changes nothing but the step counter and the guard, so the state in memory
