@@ -26,10 +26,6 @@ import os
 import platform
 import sys
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=8").strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 OUT = os.path.join(ROOT, "benchmarks", "results", "fsdp_memory.json")
@@ -126,6 +122,9 @@ def main() -> None:
   if args.table:
     print(table(record))
     return
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_force_host_platform_device_count=8").strip()
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
   import jax  # pylint: disable=g-import-not-at-top
   record.update(machine=platform.processor() or platform.machine(), jax=jax.__version__,
                 devices=8, batch=args.batch)

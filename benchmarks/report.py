@@ -2,8 +2,8 @@ r"""One page for every benchmark: ``benchmarks/results/index.html`` (static, pic
 
   python benchmarks/report.py
 
-It embeds each PNG under ``benchmarks/results/`` and the method x loss tables of ``methods.json`` and
-``sweeps.json`` (as ``benchmarks/methods.py --table`` and ``sweeps.py --table`` print them).
+It embeds each PNG under ``benchmarks/results/`` and the tables of ``methods.json``, ``sweeps.json`` and
+``fsdp_memory.json`` (as each script's ``--table`` prints them).
 """
 
 import glob
@@ -13,6 +13,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout
+import fsdp_memory  # noqa: E402
 import methods  # noqa: E402
 import sweeps  # noqa: E402
 
@@ -35,7 +36,7 @@ def _tables(text: str, prefix: str) -> dict[str, str]:
 
 def main() -> None:
   tables = {}
-  for module, name in ((methods, "methods"), (sweeps, "sweeps")):
+  for module, name in ((methods, "methods"), (sweeps, "sweeps"), (fsdp_memory, "fsdp_memory")):
     path = os.path.join(RESULTS, f"{name}.json")
     if os.path.exists(path):
       tables.update(_tables(module.table(methods.load(path)), name))
