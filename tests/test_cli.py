@@ -50,7 +50,12 @@ def test_config_prints_every_field_with_its_explanation():
      "config.method.loss_kwargs={'margin': 1}: loss 'dcl' takes no keyword"),
     (["--config.data.examples_per_class=7"], 1, "config.data.examples_per_class=7: must be >= 2"),
     (["--config.optim.lrr=1"], 2, "bad --config override"),
-], ids=["temperature", "loss-kwargs", "examples-per-class", "misspelt-field"])
+    (["--config.data.train_classes=10"], 1, "config.data.train_classes=10: 'digits' has 10 classes"),
+    (["--config.data.validation_classes=2"], 1, "needs data.train_classes > 0"),
+    (["--config.train.fsdp=True", "--config.train.fsdp_min_size=0"], 1,
+     "config.train.fsdp_min_size=0: must be >= 1"),
+], ids=["temperature", "loss-kwargs", "examples-per-class", "misspelt-field", "train-classes",
+        "validation-classes", "fsdp-min-size"])
 def test_bad_config_is_one_line_before_compiling(tmp_path, args, code, message):
   out = _run("train", "--config", CONFIG, "--workdir", str(tmp_path / "w"), *args)
   assert out.returncode == code, out.stderr

@@ -159,3 +159,22 @@ def test_bad_examples_per_class_raise(digits_cfg, m, batch, match):
   cfg.examples_per_class = m
   with pytest.raises(ValueError, match=match):
     data.train_iterator(cfg, seed=0, global_batch_size=batch)
+
+
+def test_train_classes_reads_only_the_seen_classes(digits_cfg):
+  cfg = digits_cfg.copy_and_resolve_references()
+  cfg.train_classes = 4
+  it = data.train_iterator(cfg, seed=1, global_batch_size=64)
+  labels = np.concatenate([next(it)["label"] for _ in range(12)])  # more than one epoch of them
+  assert set(labels.tolist()) == {0, 1, 2, 3}
+  # With P x K batches: 4 per class, 3 classes per batch, all from the seen ones.
+  cfg.examples_per_class = 4
+  labels = next(data.train_iterator(cfg, seed=1, global_batch_size=12))["label"]
+  counts = np.bincount(labels, minlength=10)
+  assert sorted(counts[counts > 0]) == [4, 4, 4] and counts[4:].sum() == 0
+  cfg.examples_per_class = 2  # 6 classes asked of the 4 seen
+  with pytest.raises(ValueError, match="into at most 4 classes"):
+    data.train_iterator(cfg, seed=1, global_batch_size=12)
+  cfg.examples_per_class, cfg.train_classes = 0, 10
+  with pytest.raises(ValueError, match="train_classes=10: the split has only 10 classes"):
+    data.train_iterator(cfg, seed=1, global_batch_size=12)

@@ -252,3 +252,60 @@ def test_linear_probe_holdout_protocol_above_threshold():
   held = evaluate.linear.stratified_holdout(y, 0.1, seed=0)
   for c in range(4):
     assert abs(held[y == c].sum() - 0.1 * np.sum(y == c)) <= 1
+
+
+# ---------------------------------------------------------------- metric-learning retrieval scores
+
+
+def _retrieval_reference(features, labels, ks, distance):
+  """Musgrave et al. 2020's definitions, one query at a time, with a full stable sort."""
+  f = np.asarray(features, np.float64)
+  if distance == "cosine":
+    f = f / np.linalg.norm(f, axis=1, keepdims=True)
+    dist = -(f @ f.T)
+  else:
+    dist = ((f[:, None, :] - f[None, :, :]) ** 2).sum(-1)
+  recalls = {q: [] for q in ks}
+  r_prec, map_r = [], []
+  for i in range(len(labels)):
+    others = np.array([j for j in range(len(labels)) if j != i])
+    order = others[np.argsort(dist[i, others], kind="stable")]
+    rel = labels[order] == labels[i]
+    r = int(rel.sum())
+    if r == 0:
+      continue
+    for q in ks:
+      recalls[q].append(rel[:q].any())
+    r_prec.append(rel[:r].sum() / r)
+    map_r.append(sum(rel[:k + 1].sum() / (k + 1) for k in range(r) if rel[k]) / r)
+  out = {f"recall@{q}": np.mean(v) for q, v in recalls.items()}
+  out.update(r_precision=np.mean(r_prec), map_r=np.mean(map_r))
+  return out
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_retrieval_scores_match_the_definitions(distance):
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 7, 90)
+  labels[-1] = 9  # a class with one member: no relevant item, not a query of the averages
+  features = rng.normal(size=(90, 5)) + labels[:, None] * 0.4
+  got = evaluate.retrieval_scores(features, labels, ks=(1, 2, 4, 8), distance=distance, batch_size=16)
+  want = _retrieval_reference(features, labels, (1, 2, 4, 8), distance)
+  for q in (1, 2, 4, 8):
+    np.testing.assert_allclose(got[f"recall@{q}"], want[f"recall@{q}"], rtol=1e-9)
+  np.testing.assert_allclose(got["r_precision"], want["r_precision"], rtol=1e-6)
+  np.testing.assert_allclose(got["map@r"], want["map_r"], rtol=1e-6)
+  assert 0 < got["map@r"] < got["r_precision"] <= 1 and got["recall@1"] <= got["recall@8"]
+
+
+def test_retrieval_scores_hand_example():
+  # Two tight classes far apart: perfect retrieval; swapping one label breaks it measurably.
+  features = np.array([[1, 0], [0.99, 0.1], [0.98, -0.1], [0, 1], [0.1, 0.99], [-0.1, 0.98]])
+  labels = np.array([0, 0, 0, 1, 1, 1])
+  perfect = evaluate.retrieval_scores(features, labels, ks=(1,))
+  assert perfect == {"recall@1": 1.0, "r_precision": 1.0, "map@r": 1.0}
+  # Query 0 of [0, 0, 1, 1, 1, 1]... with labels [0,0,1,1,1,1]: item 2 (near 0 and 1) is class 1.
+  mixed = evaluate.retrieval_scores(features, np.array([0, 0, 1, 1, 1, 1]), ks=(1,))
+  assert mixed["recall@1"] < 1.0 and mixed["map@r"] < 1.0
+  with pytest.raises(ValueError, match="distance"):
+    evaluate.retrieval_scores(features, labels, distance="manhattan")

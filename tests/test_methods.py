@@ -286,7 +286,7 @@ def test_bf16_compute_keeps_f32_params_and_finite_loss():
 
 def test_configs_and_errors():
   assert methods.NAMES == ("simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins",
-                           "vicreg", "supcon", "clip", "siglip")
+                           "vicreg", "supcon", "clip", "siglip", "metric_learning")
   for name in methods.NAMES:
     assert methods.default_config(name).name == name
   with pytest.raises(ValueError, match="simclr, moco_v2"):

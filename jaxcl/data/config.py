@@ -36,6 +36,12 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
     shuffle_seed: if not None, overrides the `seed` given to `train_iterator`.
     examples_per_class: m > 0 makes every global batch hold m examples of each of batch / m classes
       (what batch-hard / semi-hard mining and SupCon need); 0 shuffles the split instead.
+    train_classes: n > 0 trains on the examples of classes 0 .. n-1 only and evaluates retrieval
+      (Recall@K, MAP@R) on every image of the other classes, never seen in training: the
+      metric-learning protocol of CUB-200 / Cars-196 / SOP (Musgrave et al. 2020). 0: all classes.
+    validation_classes: v > 0 (with train_classes) scores retrieval on classes n .. n+v-1 only: for
+      tuning, carve the validation classes out of the final run's training classes, so the test
+      classes are never looked at.
     train_split / eval_split: TFDS split names used for training and evaluation.
     image_key / label_key: feature names of the image and the integer label.
 
@@ -57,6 +63,8 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
   cfg.prefetch_buffer_size = 4
   cfg.shuffle_seed = config_dict.placeholder(int)
   cfg.examples_per_class = 0
+  cfg.train_classes = 0
+  cfg.validation_classes = 0
   cfg.train_split = "train"
   cfg.eval_split = _DEFAULT_EVAL_SPLIT.get(name, "test")
   cfg.image_key = "image"

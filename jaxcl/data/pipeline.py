@@ -8,7 +8,8 @@ the single-process global batch, and results do not depend on how many hosts rea
 
 With ``examples_per_class = m`` the global batches are class-balanced instead (``ClassBalancedSlice``):
 global batch s holds m examples of each of B / m classes, drawn from (seed, s) alone, and is cut into
-process slices the same way.
+process slices the same way. With ``train_classes = n`` only the examples of classes 0 .. n-1 are read
+(the metric-learning protocol: the other classes are held out for evaluation).
 """
 
 import sys
@@ -107,8 +108,30 @@ def _draw(rng: np.random.Generator, members: np.ndarray, m: int) -> np.ndarray:
 
 
 def _labels(source: Any, label_key: str) -> np.ndarray:
-  """Every example's label, read once (the m-per-class sampler's index)."""
+  """Every example's label, read once (the m-per-class sampler's and the class filter's index)."""
   return np.asarray([int(source[i][label_key]) for i in range(len(source))], np.int64)
+
+
+class _Rows:
+  """The records of ``source`` at ``rows`` (a random-access view, nothing copied)."""
+
+  def __init__(self, source: Any, rows: np.ndarray):
+    self._source, self._rows = source, rows
+
+  def __len__(self) -> int:
+    return len(self._rows)
+
+  def __getitem__(self, index):
+    return self._source[int(self._rows[index])]
+
+
+def seen_classes(labels: np.ndarray, train_classes: int) -> np.ndarray:
+  """Rows of the classes trained on under the metric-learning protocol (labels < train_classes)."""
+  if train_classes >= len(np.unique(labels)):
+    raise ValueError(
+        f"config.data.train_classes={train_classes}: the split has only {len(np.unique(labels))} "
+        "classes, and some must stay unseen for evaluation; use about half of them (0: all classes).")
+  return np.flatnonzero(labels < train_classes)
 
 
 def sliced_dataset(source: Any, *, seed: int, global_batch_size: int, process_index: int = 0,
@@ -167,8 +190,13 @@ def train_iterator(cfg: ml_collections.ConfigDict, *, seed: int, global_batch_si
   if cfg.shuffle_seed is not None:
     seed = cfg.shuffle_seed
   m = cfg.get("examples_per_class", 0)
-  if m:
+  labels = None
+  if cfg.get("train_classes", 0):  # the metric-learning protocol: train on the first classes only
     labels = _labels(source, cfg.label_key)
+    rows = seen_classes(labels, cfg.train_classes)
+    source, labels = _Rows(source, rows), labels[rows]
+  if m:
+    labels = _labels(source, cfg.label_key) if labels is None else labels
     classes = len(np.unique(labels))
     if m < 2 or global_batch_size % m or global_batch_size // m > classes:
       raise ValueError(

@@ -15,6 +15,8 @@ Public API::
       -> {"knn": float, "linear": float}        (omit "linear" with linear=False: the in-training monitor)
   raw_pixel_baseline((train_images, train_labels), (test_images, test_labels), ...) -> same dict
   format_table({"raw pixels": {"knn": .969, "linear": .970}, "random init": {...}, ...}) -> str
+  retrieval_scores(features, labels, *, ks=(1, 2, 4, 8), distance="cosine")
+      -> {"recall@1": ..., "r_precision": ..., "map@r": ...}   (metric learning, every item a query)
 
 ``features_fn`` is either a callable ``float images [B, H, W, C] in [0, 1] -> [B, F]`` (a pure
 function; it is jitted here) or an ``nnx.Module`` / its bound method such as ``method.features``
@@ -22,7 +24,7 @@ function; it is jitted here) or an ``nnx.Module`` / its bound method such as ``m
 fractions in [0, 1]; ``format_table`` prints them as percentages. Nothing here knows the training loop.
 
 Modules: ``extract`` (frozen features over a mesh), ``knn``, ``linear`` (the probe), ``protocol``
-(the scores of a representation and their table).
+(the scores of a representation and their table), ``retrieval`` (Recall@K, R-precision, MAP@R).
 """
 
 from jaxcl.evaluate.extract import extract_features
@@ -30,9 +32,10 @@ from jaxcl.evaluate.knn import knn_accuracy, knn_predict
 from jaxcl.evaluate.linear import DEFAULT_L2_GRID, LinearProbe, fit_linear_probe, linear_probe
 from jaxcl.evaluate.protocol import (evaluate_features, evaluate_representation, format_table,
                                      raw_pixel_baseline)
+from jaxcl.evaluate.retrieval import retrieval_scores
 
 __all__ = [
     "DEFAULT_L2_GRID", "LinearProbe", "evaluate_features", "evaluate_representation",
     "extract_features", "fit_linear_probe", "format_table", "knn_accuracy", "knn_predict", "linear_probe",
-    "raw_pixel_baseline",
+    "raw_pixel_baseline", "retrieval_scores",
 ]

@@ -60,6 +60,7 @@ def eval_defaults() -> ml_collections.ConfigDict:
                                 # (where the data has labels); its batch accuracy is logged, its
                                 # test accuracy is a column of the final table
   e.online_probe_lr = 1e-2      # the online probe's Adam learning rate
+  e.retrieval_distance = "cosine"  # with data.train_classes: "cosine" | "euclidean" for Recall@K
   return e
 
 

@@ -256,6 +256,27 @@ class Evaluator:
                                   train[1], test_f, test[1], num_classes=self.info.num_classes)
     return out
 
+  def _unseen_end(self) -> int:
+    """One past the last class retrieval is scored on: ``train_classes + validation_classes`` when
+    tuning (classes the final run trains on), else every class after the trained ones."""
+    d = self.config.data
+    return d.train_classes + d.validation_classes if d.get("validation_classes") else self.info.num_classes
+
+  def _unseen(self, timings: dict[str, float], rep: str, train_f, test_f) -> dict | None:
+    """Retrieval scores over every image of the classes held out of training (``data.train_classes``):
+    the metric-learning protocol; None without it."""
+    n = self.config.data.get("train_classes", 0)
+    if not n:
+      return None
+    end = self._unseen_end()
+    train, test = self.arrays()
+    keep_train = (train[1] >= n) & (train[1] < end)
+    keep_test = (test[1] >= n) & (test[1] < end)
+    features = np.concatenate([np.asarray(train_f)[keep_train], np.asarray(test_f)[keep_test]])
+    labels = np.concatenate([train[1][keep_train], test[1][keep_test]])
+    return self._timed(timings, f"{rep}/retrieval (unseen classes)", evaluate.retrieval_scores,
+                       features, labels, distance=self.config.eval.retrieval_distance)
+
   def final(self, method: nnx.Module, *, workdir: str, is_main: bool,
             probe: dict | None = None) -> dict:
     """kNN + linear probe of ``method`` (and the baselines); one timed line per phase.
@@ -275,23 +296,36 @@ class Evaluator:
     out = self._score(timings, "pretrained", train_f, test_f, train, test)
     if probe is not None:
       out["online_probe"] = _probe_accuracy(probe, test_f, test[1])
-    rows = {f"{self.config.method.name} (pretrained)": out}
+    names = {"pretrained": f"{self.config.method.name} (pretrained)",
+             "random_init": "random init (same encoder)", "raw_pixels": "raw pixels"}
+    rows = {names["pretrained"]: out}
+    unseen = {"pretrained": self._unseen(timings, "pretrained", train_f, test_f)}
     result = dict(out)
     if e.baselines:
       # Initialisation is deterministic: this is exactly the encoder the run started from.
       fresh = self.setup.method(self.setup.init_state())
       rand_f = self._features(timings, "random init", fresh, train, test)
       rand = self._score(timings, "random init", *rand_f, train, test)
-      raw = self._score(timings, "raw pixels", _flat_pixels(train[0]), _flat_pixels(test[0]),
-                        train, test)
-      rows["random init (same encoder)"] = rand
-      rows["raw pixels"] = raw
+      raw_f = _flat_pixels(train[0]), _flat_pixels(test[0])
+      raw = self._score(timings, "raw pixels", *raw_f, train, test)
+      rows[names["random_init"]] = rand
+      rows[names["raw_pixels"]] = raw
       result["random_init"], result["raw_pixels"] = rand, raw
+      unseen["random_init"] = self._unseen(timings, "random init", *rand_f)
+      unseen["raw_pixels"] = self._unseen(timings, "raw pixels", *raw_f)
     timings["total"] = round(time.perf_counter() - t0, 2)
     result["eval_seconds"] = timings
     table = evaluate.format_table(rows, column_titles={
         "knn": f"kNN (k={e.knn_k})", f"knn_k{e.get('knn_extra_k')}": f"kNN (k={e.get('knn_extra_k')})",
         "online_probe": "online probe"})
+    if unseen["pretrained"] is not None:
+      result["unseen_classes"] = unseen
+      n = self.config.data.train_classes
+      table += (f"\n\nRetrieval on the classes never trained on ({n}..{self._unseen_end() - 1}; "
+                f"every image a query against all the others, {e.retrieval_distance} distance):\n\n"
+                + evaluate.format_table({names[k]: v for k, v in unseen.items()}, column_titles={
+                    "r_precision": "R-precision", "map@r": "MAP@R",
+                    **{f"recall@{q}": f"R@{q}" for q in (1, 2, 4, 8)}}))
     result["table"] = table
     if is_main:
       print(f"\n{self.config.data.name}: {len(train[1])} train / {len(test[1])} test images "

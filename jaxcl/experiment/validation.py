@@ -63,6 +63,8 @@ def _check_method(m: ml_collections.ConfigDict) -> None:
     _fail("method.temperature", m.temperature, "must be > 0 (0.1-0.5 is usual).")
   if "momentum" in m and not 0 <= m.momentum <= 1:
     _fail("method.momentum", m.momentum, "the EMA decay must be in [0, 1] (0.99-0.999 is usual).")
+  if "distance" in m and m.distance not in ("cosine", "euclidean"):
+    _fail("method.distance", m.distance, "use 'cosine' (L2-normalised embeddings) or 'euclidean'.")
   for field in ("proj_hidden_dim", "proj_out_dim", "pred_hidden_dim", "embed_dim", "queue_size",
                 "text_width", "text_depth", "text_heads", "proj_layers"):
     if field in m and (not isinstance(m[field], int) or m[field] <= 0):
@@ -163,6 +165,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     _fail("data.examples_per_class", per_class, f"must be >= 2 (each anchor needs a positive) and divide "
           f"batch_size={batch}, or 0 to turn the class-balanced batches off.")
 
+  seen = _get(config, "data.train_classes", 0)
+  if seen < 0:
+    _fail("data.train_classes", seen, "must be >= 0 (0: train on every class).")
+
   crop = _get(config, "augment.size")
   image_size = _get(config, "data.image_size")
   if check_data:
@@ -172,11 +178,20 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     except (FileNotFoundError, ValueError, KeyError) as err:
       raise ValueError(f"config.data.name={config.data.name!r}: {err}") from err
     image_size = image_size or min(info.image_shape[:2])
-    if per_class and batch // per_class > info.num_classes:
+    if seen and not 2 <= seen <= info.num_classes - 2:
+      _fail("data.train_classes", seen, f"{config.data.name!r} has {info.num_classes} classes; train "
+            f"on 2 to {info.num_classes - 2} of them so that at least 2 stay unseen (about half, "
+            f"{info.num_classes // 2}, is the metric-learning protocol).")
+    held = _get(config, "data.validation_classes", 0)
+    if held and (held < 2 or not seen or seen + held > info.num_classes):
+      _fail("data.validation_classes", held, f"needs data.train_classes > 0 and train_classes + "
+            f"validation_classes <= {info.num_classes}, with at least 2 validation classes.")
+    classes = seen or info.num_classes
+    if per_class and batch // per_class > classes:
       _fail("data.examples_per_class", per_class, f"batch_size / examples_per_class = "
             f"{batch // per_class} classes "
-            f"per batch, but {config.data.name!r} has {info.num_classes}; raise it to at least "
-            f"{-(-batch // info.num_classes)}.")
+            f"per batch, but {config.data.name!r} has {classes}"
+            f"{' trained on' if seen else ''}; raise it to at least {-(-batch // classes)}.")
     if needs_labels and info.num_classes < 2:
       _fail("method.loss", config.method.loss, f"this loss reads batch['label'], and "
             f"{config.data.name!r} has no labels; choose a loss without labels (e.g. nt_xent).")

@@ -1,0 +1,141 @@
+r"""Metric learning on classes never seen in training: Recall@K, R-precision and MAP@R against the
+random-init encoder and raw pixels, on digits and Animal-Shape, tuned on validation classes.
+
+Protocol (Musgrave et al. 2020): the configs train on the first 5 classes and score retrieval over
+every image of the other 5. Tuning never looks at those: ``--tune`` trains on classes 0-2 and scores
+classes 3-4 (``data.validation_classes``), for each margin loss and step budget of ``GRID``, one seed;
+the final runs then use, per dataset, the (loss, steps) with the best validation MAP@R, over 3 seeds,
+with the baselines of the same run.
+
+  python benchmarks/metric_learning.py --tune     # 16 validation cells, ~30 min on 2 cores
+  python benchmarks/metric_learning.py            # 6 final cells (2 datasets x 3 seeds), ~20 min
+  python benchmarks/metric_learning.py --table    # the README table from the JSON
+
+Every cell is written to ``benchmarks/results/metric_learning.json`` as soon as it finishes and a rerun
+skips finished cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import methods  # noqa: E402  (load / save / stat shared with the methods benchmark)
+
+OUT = os.path.join(ROOT, "benchmarks", "results", "metric_learning.json")
+DATASETS = ("digits", "animal_shapes")
+SEEDS = (0, 1, 2)
+GRID = [(loss, steps) for loss in ("batch_hard_triplet", "batch_semi_hard_triplet",
+                                   "contrastive_margin", "triplet_margin")
+        for steps in (100, 300)]
+SCORES = ("recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map@r")
+REPS = ("pretrained", "random_init", "raw_pixels")
+QUIET = ("--config.train.checkpoint_every=0", "--config.train.export_encoder=False",
+         "--config.train.progress=False", "--config.eval.embedding_map=False")
+
+
+def _flags(loss: str, steps: int, seed: int, *, tune: bool) -> list[str]:
+  flags = [f"--config.seed={seed}", f"--config.steps={steps}", *QUIET]
+  if tune:  # classes 0-2 trained, 3-4 scored; 5-9 never read
+    flags += ["--config.data.train_classes=3", "--config.data.validation_classes=2",
+              "--config.eval.baselines=False", "--config.eval.linear_probe=False",
+              "--config.eval.online_probe=False"]
+  return flags
+
+
+def run(dataset: str, loss: str, steps: int, seed: int, *, tune: bool) -> dict:
+  config = os.path.join(ROOT, "configs", f"metric_learning_{dataset}.py") + f":loss={loss}"
+  workdir = os.path.join("/tmp", "jaxcl_metric_learning", f"{dataset}_{loss}_{steps}_{seed}_{tune}")
+  shutil.rmtree(workdir, ignore_errors=True)
+  cmd = [sys.executable, "-m", "jaxcl", "train", "--config", config, "--workdir", workdir,
+         *_flags(loss, steps, seed, tune=tune)]
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  started = time.time()
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+  path = os.path.join(workdir, "results.json")
+  if proc.returncode or not os.path.exists(path):
+    return {"ok": False, "error": " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]),
+            "command": " ".join(cmd)}
+  with open(path) as f:
+    res = json.load(f)
+  return {"ok": True, "wall_s": round(time.time() - started, 1), "loss": loss, "steps": steps,
+          "unseen_classes": res["unseen_classes"], "knn": res.get("knn"), "linear": res.get("linear")}
+
+
+def best(record: dict, dataset: str) -> tuple[str, int]:
+  """The (loss, steps) of the best validation MAP@R on ``dataset``."""
+  tuned = [c for k, c in record["cells"].items() if k.startswith(f"tune/{dataset}/") and c.get("ok")]
+  if not tuned:
+    raise SystemExit(f"no tuning cells for {dataset}: run with --tune first")
+  top = max(tuned, key=lambda c: c["unseen_classes"]["pretrained"]["map@r"])
+  return top["loss"], top["steps"]
+
+
+def table(record: dict) -> str:
+  out = []
+  tuned = sorted(k for k in record["cells"] if k.startswith("tune/"))
+  if tuned:
+    out += ["**validation (train on classes 0-2, score 3-4; seed 0)**", "",
+            "| dataset | loss | steps | R@1 | MAP@R |", "|---|---|---:|---:|---:|"]
+    for key in tuned:
+      c = record["cells"][key]
+      if c.get("ok"):
+        p = c["unseen_classes"]["pretrained"]
+        out.append(f"| {key.split('/')[1]} | {c['loss']} | {c['steps']} | {100 * p['recall@1']:.1f} "
+                   f"| {100 * p['map@r']:.1f} |")
+    out.append("")
+  for dataset in DATASETS:
+    cells = [c for k, c in record["cells"].items() if k.startswith(f"final/{dataset}/") and c.get("ok")]
+    if not cells:
+      continue
+    out += [f"**{dataset}: test (train on classes 0-4, score every image of 5-9; {cells[0]['loss']}, "
+            f"{cells[0]['steps']} steps; {len(cells)} seeds)**", "",
+            "| representation | " + " | ".join(s.replace("recall@", "R@") for s in SCORES) + " |",
+            "|---|" + "---:|" * len(SCORES)]
+    for rep in REPS:
+      values = {s: [c["unseen_classes"][rep][s] for c in cells] for s in SCORES}
+      out.append(f"| {rep.replace('_', ' ')} | " + " | ".join(methods.stat(values[s]) for s in SCORES)
+                 + " |")
+    out.append("")
+  return "\n".join(out).strip()
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--tune", action="store_true", help="the validation grid (seed 0)")
+  parser.add_argument("--table", action="store_true", help="print the README tables and exit")
+  parser.add_argument("--datasets", default=",".join(DATASETS))
+  parser.add_argument("--out", default=OUT)
+  args = parser.parse_args()
+  record = methods.load(args.out)
+  if args.table:
+    print(table(record))
+    return
+  for dataset in args.datasets.split(","):
+    if args.tune:
+      cells = [(f"tune/{dataset}/{loss}/{steps}", loss, steps, 0) for loss, steps in GRID]
+    else:
+      loss, steps = best(record, dataset)
+      cells = [(f"final/{dataset}/{seed}", loss, steps, seed) for seed in SEEDS]
+    for key, loss, steps, seed in cells:
+      if record["cells"].get(key, {}).get("ok"):
+        continue
+      record["cells"][key] = run(dataset, loss, steps, seed, tune=args.tune)
+      methods.save(record, args.out)
+      c = record["cells"][key]
+      print(key, f"MAP@R {100 * c['unseen_classes']['pretrained']['map@r']:.1f}" if c["ok"]
+            else c["error"], flush=True)
+  print(table(record))
+
+
+if __name__ == "__main__":
+  main()
