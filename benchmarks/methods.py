@@ -133,6 +133,16 @@ def run_cells(cells, path: str) -> dict:
   return record
 
 
+def last_metric(workdir: str, key: str) -> float | None:
+  """The last value of ``key`` a run logged to ``metrics.jsonl``."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    values = [r[key] for r in map(json.loads, f) if key in r]
+  return values[-1] if values else None
+
+
 def stat(values: list[float]) -> str:
   if not values:
     return "-"

@@ -78,7 +78,8 @@ REFERENCES = {
 def test_every_two_view_loss_is_covered():
   assert set(REFERENCES) == set(losses.TWO_VIEW_LOSSES)
   # Every objective of the package that compares two views is in the plug-in.
-  not_two_view = {"byol_loss", "negative_cosine", "moco_infonce"}  # need a predictor / a queue
+  # Need a predictor / a queue / sequences.
+  not_two_view = {"byol_loss", "negative_cosine", "moco_infonce", "cpc_infonce", "cpc_accuracy"}
   objectives = set(losses.__all__) - {"alignment", "uniformity", "rankme", "embedding_std",
                                       "positive_top1"}
   assert objectives - not_two_view == set(losses.TWO_VIEW_LOSSES)

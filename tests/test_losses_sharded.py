@@ -191,7 +191,8 @@ def test_global_batch_sharded_over_explicit_mesh_without_shard_map(mesh):
   (want_total, want), want_grads = fn(*args)
   with jax.set_mesh(mesh):
     (got_total, got), got_grads = fn(*_put(mesh, args))
-  assert set(got) == set(L.__all__)
+  # The sequence losses take [B, S, K, D] inputs: tests/test_cpc.py covers them the same way.
+  assert set(got) == set(L.__all__) - {"cpc_infonce", "cpc_accuracy"}
   for name in got:
     _assert_close(got[name], want[name], name)
   _assert_close(got_total, want_total, "total")

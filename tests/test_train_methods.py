@@ -13,6 +13,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def method_smoke_config(name):
+  if name == "cpc":  # sequences, not images: its own config
+    c = experiment.load_config_file(os.path.join(ROOT, "configs", "cpc_plaid.py"), "smoke")
+    c.unlock()
+    c.steps = 2
+    return experiment.lock(c)
   c = experiment.load_config_file(os.path.join(ROOT, "configs", "simclr_digits.py"), "smoke")
   c.unlock()
   experiment.swap_method(c, name)

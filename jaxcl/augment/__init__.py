@@ -3,7 +3,8 @@
 Ops take ``(key, image [H, W, C] float32 in [0, 1], *, params)`` and return an image of a static
 shape; batch them with ``jax.vmap`` over per-example keys. Recipes (``make_recipe(default_config(...))``)
 map ``(keys [B], images [B, H, W, C])`` to a tuple of views. ``jaxcl.augment.preview`` draws them
-(imported on demand, since it needs matplotlib).
+(imported on demand, since it needs matplotlib). Sequences: ``random_window`` and ``random_gain``
+(``(key, x [T, C]) -> x'``).
 """
 
 from jaxcl.augment.color import (
@@ -20,10 +21,12 @@ from jaxcl.augment.color import (
 from jaxcl.augment.crop import crop_box, random_resized_crop, resized_crop
 from jaxcl.augment.ops import blur, gaussian_blur, random_apply, random_flip, solarize
 from jaxcl.augment.recipes import NAMES, Recipe, default_config, make_recipe
+from jaxcl.augment.sequence import random_gain, random_window
 
 __all__ = [
     "NAMES", "Recipe", "adjust_brightness", "adjust_contrast", "adjust_hue", "adjust_saturation",
     "blur", "color_jitter", "crop_box", "default_config", "gaussian_blur", "hsv_to_rgb",
-    "make_recipe", "random_apply", "random_flip", "random_grayscale", "random_resized_crop",
-    "resized_crop", "rgb_to_grayscale", "rgb_to_hsv", "solarize",
+    "make_recipe", "random_apply", "random_flip", "random_gain", "random_grayscale",
+    "random_resized_crop", "random_window", "resized_crop", "rgb_to_grayscale", "rgb_to_hsv",
+    "solarize",
 ]

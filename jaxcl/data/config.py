@@ -22,7 +22,8 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
   """Returns the `data` sub-config for dataset `name`.
 
   Fields:
-    name: "digits" or "animal_shapes" (embedded, prepared on first use), "cifar10" (from a user's
+    name: "digits" or "animal_shapes" (embedded images, prepared on first use), "plaid" (embedded
+      appliance current signals, sequences of 1,024 samples), "cifar10" (from a user's
       cifar-10-python.tar.gz), or any TFDS catalog name already prepared as array_record in data_dir.
     data_dir: TFDS data directory (`$JAXCL_DATA_DIR` or ~/.cache/jaxcl/tensorflow_datasets).
     manual_dir: where `prepare` finds user-supplied archives (cifar10: cifar-10-python.tar.gz).
@@ -43,7 +44,8 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
       tuning, carve the validation classes out of the final run's training classes, so the test
       classes are never looked at.
     train_split / eval_split: TFDS split names used for training and evaluation.
-    image_key / label_key: feature names of the image and the integer label.
+    image_key / label_key: feature names of the image (or, for sequence datasets such as plaid, the
+      float32 [T, C] signal, fed to the method under the batch key "image") and the integer label.
 
   Args:
     name: dataset name.
@@ -67,6 +69,6 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
   cfg.validation_classes = 0
   cfg.train_split = "train"
   cfg.eval_split = _DEFAULT_EVAL_SPLIT.get(name, "test")
-  cfg.image_key = "image"
+  cfg.image_key = "signal" if name == "plaid" else "image"
   cfg.label_key = "label"
   return cfg

@@ -18,10 +18,11 @@ os.environ.setdefault("TFDS_DISABLE_GCS", "1")
 os.environ.setdefault("NO_GCE_CHECK", "true")
 
 import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
 
-EMBEDDED = ("digits", "cifar10", "animal_shapes")
+EMBEDDED = ("digits", "cifar10", "animal_shapes", "plaid")
 # Embedded datasets whose files ship with an installed package: prepared on first use.
-AUTO_PREPARED = ("digits", "animal_shapes")
+AUTO_PREPARED = ("digits", "animal_shapes", "plaid")
 # Kept beside the builders' VERSION so the prepared-check needs no TFDS import (a test checks both).
 EMBEDDED_VERSION = "1.0.0"
 _log = logging.getLogger(__name__)
@@ -215,6 +216,9 @@ def _embedded_builder(cfg: ml_collections.ConfigDict):
   if cfg.name == "animal_shapes":
     from jaxcl.data.builders import animal_shapes  # pylint: disable=g-import-not-at-top
     return animal_shapes.AnimalShapes(data_dir=cfg.data_dir, file_format="array_record")
+  if cfg.name == "plaid":
+    from jaxcl.data.builders import plaid  # pylint: disable=g-import-not-at-top
+    return plaid.Plaid(data_dir=cfg.data_dir, file_format="array_record")
   from jaxcl.data.builders import cifar10  # pylint: disable=g-import-not-at-top
   return cifar10.Cifar10(data_dir=cfg.data_dir, file_format="array_record")
 
@@ -303,10 +307,17 @@ def info(cfg: ml_collections.ConfigDict) -> DataInfo:
     raise ValueError(f"{cfg.name} has features {sorted(features.keys())}; set data.image_key and "
                      "data.label_key to its image and label features.")
   stored = tuple(features[cfg.image_key].shape)
-  channels = 1 if len(stored) == 2 else stored[-1]
+  if np.dtype(features[cfg.image_key].np_dtype).kind == "f" and len(stored) == 2:
+    if None in stored:
+      raise ValueError(f"{cfg.name} signals have no fixed length {stored}; store them padded.")
+    image_shape = (int(stored[0]), int(stored[1]))  # a sequence [T, C] (fed under the "image" key)
+    stored = None
+  channels = 1 if stored is None or len(stored) == 2 else stored[-1]
   if channels is None:
     raise ValueError(f"{cfg.name}: image feature has an unknown channel count {stored}.")
-  if cfg.image_size is not None:
+  if stored is None:
+    pass
+  elif cfg.image_size is not None:
     image_shape = (int(cfg.image_size), int(cfg.image_size), int(channels))
   elif None in stored[:2]:
     raise ValueError(f"{cfg.name} images have no fixed size {stored}; set data.image_size.")

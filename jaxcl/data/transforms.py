@@ -35,7 +35,8 @@ def resize_and_crop(image: np.ndarray, size: int, method: str = "bilinear") -> n
 
 @dataclasses.dataclass(frozen=True)
 class ToImageLabel(grain.transforms.Map):
-  """A decoded TFDS example -> dict(image=uint8 [S,S,C], label=int32 scalar)."""
+  """A decoded TFDS example -> dict(image=uint8 [S,S,C], label=int32 scalar); a float32 [T, C]
+  sequence passes through unchanged under the key "image"."""
 
   image_key: str = "image"
   label_key: str = "label"
@@ -44,6 +45,8 @@ class ToImageLabel(grain.transforms.Map):
 
   def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
     image = np.asarray(element[self.image_key])
+    if image.dtype == np.float32 and image.ndim == 2:  # a sequence [T, C] (e.g. plaid): as stored
+      return {"image": image, "label": np.asarray(element[self.label_key], dtype=np.int32)}
     if image.ndim == 2:
       image = image[..., None]
     if image.dtype != np.uint8:

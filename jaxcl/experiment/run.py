@@ -296,8 +296,10 @@ class Evaluator:
     out = self._score(timings, "pretrained", train_f, test_f, train, test)
     if probe is not None:
       out["online_probe"] = _probe_accuracy(probe, test_f, test[1])
+    signals = train[0].ndim == 3  # [N, T, C] sequences: the raw baseline is the signal itself
+    raw_name = "raw signal" if signals else "raw pixels"
     names = {"pretrained": f"{self.config.method.name} (pretrained)",
-             "random_init": "random init (same encoder)", "raw_pixels": "raw pixels"}
+             "random_init": "random init (same encoder)", "raw_pixels": raw_name}
     rows = {names["pretrained"]: out}
     unseen = {"pretrained": self._unseen(timings, "pretrained", train_f, test_f)}
     result = dict(out)
@@ -307,12 +309,12 @@ class Evaluator:
       rand_f = self._features(timings, "random init", fresh, train, test)
       rand = self._score(timings, "random init", *rand_f, train, test)
       raw_f = _flat_pixels(train[0]), _flat_pixels(test[0])
-      raw = self._score(timings, "raw pixels", *raw_f, train, test)
+      raw = self._score(timings, raw_name, *raw_f, train, test)
       rows[names["random_init"]] = rand
       rows[names["raw_pixels"]] = raw
       result["random_init"], result["raw_pixels"] = rand, raw
       unseen["random_init"] = self._unseen(timings, "random init", *rand_f)
-      unseen["raw_pixels"] = self._unseen(timings, "raw pixels", *raw_f)
+      unseen["raw_pixels"] = self._unseen(timings, raw_name, *raw_f)
     timings["total"] = round(time.perf_counter() - t0, 2)
     result["eval_seconds"] = timings
     table = evaluate.format_table(rows, column_titles={
@@ -328,7 +330,8 @@ class Evaluator:
                     **{f"recall@{q}": f"R@{q}" for q in (1, 2, 4, 8)}}))
     result["table"] = table
     if is_main:
-      print(f"\n{self.config.data.name}: {len(train[1])} train / {len(test[1])} test images "
+      print(f"\n{self.config.data.name}: {len(train[1])} train / {len(test[1])} test "
+            f"{'signals' if signals else 'images'} "
             f"(evaluated in {timings['total']:.1f}s)\n{table}\n", flush=True)
       with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(table + "\n")

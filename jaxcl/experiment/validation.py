@@ -177,6 +177,13 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
       info = data.info(config.data)
     except (FileNotFoundError, ValueError, KeyError) as err:
       raise ValueError(f"config.data.name={config.data.name!r}: {err}") from err
+    sequences = len(info.image_shape) == 2  # [T, C] signals
+    if sequences != (config.method.name == "cpc"):
+      _fail("method.name", config.method.name, f"{config.data.name!r} holds "
+            f"{'sequences' if sequences else 'images'} of shape {tuple(info.image_shape)}; "
+            + ("train them with method 'cpc'." if sequences else
+               "method 'cpc' needs a sequence dataset (data.name='plaid')."))
+    crop = None if sequences else crop  # the sequence methods crop their own windows
     image_size = image_size or min(info.image_shape[:2])
     if seen and not 2 <= seen <= info.num_classes - 2:
       _fail("data.train_classes", seen, f"{config.data.name!r} has {info.num_classes} classes; train "

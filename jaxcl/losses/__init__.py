@@ -9,6 +9,7 @@ devices, so do not ``psum`` it again (details in ``jaxcl.losses.contrastive``). 
 negatives (``byol_loss``, ``negative_cosine``, ``contrastive_margin``, ``triplet_margin``) return the
 local mean: take ``jax.lax.pmean`` of it; the triplet miners take ``axis_name`` and mine the global batch. ``nt_xent``, ``info_nce``, ``clip_loss`` and ``sigmoid_loss`` also take
 ``block_size`` to switch to the memory-linear tiled variants in ``jaxcl.losses.blockwise``.
+``cpc_infonce`` (and its ``cpc_accuracy``) take sequences: predictions [B, S, K, D] and latents [B, S, D].
 ``two_view_loss(name_or_path, kwargs)`` (``jaxcl.losses.registry``) turns any of them, or a user's own
 loss, into the two-view objective that a method is given by config (``method.loss``).
 
@@ -20,6 +21,7 @@ precision, which on TPU (and on GPU with TF32) rounds float32 products; wrap the
 # A helper, not an objective (so not in __all__, which lists what the tests cover as losses).
 from jaxcl.losses.ops import l2_normalize  # noqa: F401
 from jaxcl.losses.contrastive import clip_loss, info_nce, moco_infonce, nt_xent
+from jaxcl.losses.cpc import cpc_accuracy, cpc_infonce
 from jaxcl.losses.debiased import dcl, hard_negative_nt_xent
 from jaxcl.losses.metric_learning import (
     batch_hard_triplet,
@@ -43,6 +45,8 @@ __all__ = [
     "byol_loss",
     "clip_loss",
     "contrastive_margin",
+    "cpc_accuracy",
+    "cpc_infonce",
     "dcl",
     "embedding_std",
     "hard_negative_nt_xent",

@@ -1,0 +1,104 @@
+"""Contrastive Predictive Coding (van den Oord, Li and Vinyals 2018) on raw signals.
+
+A strided 1-D convolutional encoder turns a random window of each sequence into latents z_t, a GRU
+summarises them into contexts c_t, and a linear map W_k per horizon predicts z_{t+k} from c_t for
+k = 1..K; ``jaxcl.losses.cpc_infonce`` scores each prediction against every latent of the global
+batch (other steps of the same sequence and every step of every other sequence, on every device).
+
+The batch's ``image`` is the float32 signal [b, T, C] (``data.name='plaid'``). Signals pass through
+``sign(x) log(1 + |x|)`` first (``method.input_transform='symlog'``): appliance currents span three
+orders of magnitude, and the amplitude is information the encoder should keep, not normalise away.
+The representation for evaluation (``features``) is the context averaged over every step of the whole
+stored sequence.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from jaxcl import augment, losses
+from jaxcl.methods.base import Method
+from jaxcl.models.sequence import Conv1DEncoder, GRUContext
+
+INPUT_TRANSFORMS = ("symlog", "none")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """CPC's hyperparameters (K = 12 in the paper's audio model; 4 on the short windows here)."""
+  cfg = ml_collections.ConfigDict()
+  cfg.name = "cpc"
+  cfg.crop_length = 256          # samples per training window
+  cfg.prediction_steps = 4       # K: horizons predicted from each context
+  cfg.context_dim = 128          # GRU width (the paper: 256)
+  cfg.gain = (0.8, 1.25)         # random amplitude scaling of each window ((1, 1): none)
+  cfg.input_transform = "symlog"  # "symlog": sign(x) log(1+|x|) | "none"
+  return cfg
+
+
+def sequence_model_config() -> ml_collections.ConfigDict:
+  """The ``model`` section of a CPC config: the 1-D convolutional encoder's layers."""
+  cfg = ml_collections.ConfigDict()
+  cfg.name = "conv1d"
+  cfg.widths = (64, 64, 128, 128)
+  cfg.kernels = (8, 4, 4, 4)
+  cfg.strides = (4, 2, 2, 1)     # 16 samples per latent
+  return cfg
+
+
+class CPC(Method):
+  """Encoder + GRU context + K linear predictors, trained with CPC's InfoNCE."""
+
+  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, ...],
+               rngs: nnx.Rngs):
+    if len(image_shape) != 2:
+      raise ValueError(f"method.name='cpc' trains on sequences [T, C]; {config.data.name!r} holds "
+                       f"images {tuple(image_shape)}. Use a sequence dataset (data.name='plaid').")
+    m, mc = config.method, config.model
+    if m.input_transform not in INPUT_TRANSFORMS:
+      raise ValueError(f"method.input_transform={m.input_transform!r}: use one of {INPUT_TRANSFORMS}.")
+    self.crop_length, self.horizons = int(m.crop_length), int(m.prediction_steps)
+    self.gain = tuple(float(g) for g in m.gain)
+    self.input_transform = str(m.input_transform)
+    self.encoder = Conv1DEncoder(int(image_shape[1]), widths=mc.widths, kernels=mc.kernels,
+                                 strides=mc.strides, rngs=rngs)
+    steps = self.encoder.steps(self.crop_length)
+    if not 0 < self.horizons < steps:
+      raise ValueError(f"method.prediction_steps={self.horizons}: a window of {self.crop_length} "
+                       f"samples gives {steps} latent steps; predict 1 to {steps - 1} steps ahead, or "
+                       "raise method.crop_length.")
+    if self.crop_length > image_shape[0]:
+      raise ValueError(f"method.crop_length={self.crop_length} exceeds the stored sequences "
+                       f"({image_shape[0]} steps); lower it.")
+    self.context = GRUContext(self.encoder.out_dim, int(m.context_dim), rngs=rngs)
+    self.predictors = nnx.Linear(int(m.context_dim), self.horizons * self.encoder.out_dim, rngs=rngs)
+
+  def _prepare(self, x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    return jnp.sign(x) * jnp.log1p(jnp.abs(x)) if self.input_transform == "symlog" else x
+
+  def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Latents z [B, S, D] and contexts c [B, S, H] of signals [B, T, C]."""
+    z = self.encoder(self._prepare(x))
+    return z, self.context(z)
+
+  def loss(self, batch, *, axis_name=None):
+    keys = jax.vmap(lambda k: jax.random.split(k))(batch["key"])
+    x = jax.vmap(augment.random_window, in_axes=(0, 0, None))(keys[:, 0], batch["image"],
+                                                               self.crop_length)
+    if self.gain != (1.0, 1.0):
+      x = jax.vmap(augment.random_gain, in_axes=(0, 0, None, None))(keys[:, 1], x, *self.gain)
+    z, c = self.encode(x)
+    b, s, d = z.shape
+    predictions = self.predictors(c).reshape(b, s, self.horizons, d)
+    loss = losses.cpc_infonce(predictions, z, axis_name=axis_name)
+    accuracy = losses.cpc_accuracy(jax.lax.stop_gradient(predictions), jax.lax.stop_gradient(z),
+                                   axis_name=axis_name)
+    return loss, {"cpc_accuracy": accuracy,
+                  "embedding_std": losses.embedding_std(z.reshape(b * s, d), axis_name=axis_name)}
+
+  def features(self, signals: jax.Array) -> jax.Array:
+    """The context averaged over every step of the whole signal [B, T, C] -> [B, H]."""
+    return jnp.mean(self.encode(signals)[1], axis=1)
