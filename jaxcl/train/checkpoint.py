@@ -14,8 +14,9 @@ uses Orbax's preservation policies: the newest ``keep`` checkpoints plus, option
 ``keep_every``-th step.
 
 Damage after the commit (a truncated copy, a disk that garbled a block, a file deleted by hand) is
-caught by checksums: once a checkpoint is committed, process 0 *seals* it, writing the size and CRC-32
-of every file in it to ``jaxcl_checksums.json`` inside the step directory. Restoring the newest
+caught by checksums: once a checkpoint is committed to a file system (local disk, NFS, Lustre; object
+stores keep their own checksums), process 0 *seals* it, writing the size and CRC-32 of every file in it
+to ``jaxcl_checksums.json`` inside the step directory. Restoring the newest
 checkpoint checks the seal first; a checkpoint whose files do not match it, or that Orbax cannot read,
 is moved aside to ``<directory>-damaged/<step>`` (never deleted) with a warning that names the files,
 and the next older one is tried. A run therefore never resumes from garbage and never loses a good
@@ -155,8 +156,13 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def _seal_committed(self) -> None:
-    """Seals every committed checkpoint that has no seal yet (process 0; the others share its files)."""
-    if jax.process_index() != 0:
+    """Seals every committed checkpoint that has no seal yet (process 0; the others share its files).
+
+    Only on a file system path: on object stores (``gs://``, ``s3://``) an object is written whole or
+    not at all and carries the store's own checksum, and reading a pod-sized checkpoint back from one
+    host after every save would cost more than it protects.
+    """
+    if jax.process_index() != 0 or "://" in os.fspath(self.directory):
       return
     with self._seal_lock:
       for name in os.listdir(self.directory):

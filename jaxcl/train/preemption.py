@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 import jax
@@ -82,8 +83,13 @@ class StopSignals:
     if not self.enabled:
       return False
     if _multi_process():
-      if multihost_utils.reached_preemption_sync_point(step):
+      try:
+        reached = multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError as err:  # the preemption service is off (jax_enable_preemption_service)
+        print(f"jaxcl: warning: no stop on SIGTERM across processes ({err}).", file=sys.stderr)
+        self.enabled = False
+        return False
+      if reached:
         self.signal_name = self.signal_name or "SIGTERM"
-        return True
-      return False
+      return reached
     return self.signal_name is not None
