@@ -162,3 +162,15 @@ def test_explicit_damaged_step_is_an_error_and_all_damaged_says_so(tmp_path, mes
   with pytest.raises(checkpoint.DamagedCheckpointError, match="every checkpoint"):
     ckpt.restore(_abstract(_state(mesh, 0)))
   assert sorted(os.listdir(tmp_path / "ck-damaged")) == ["1", "2"]
+
+
+def test_checkpoint_of_another_model_is_an_error_and_stays_put(tmp_path, mesh):
+  """Resuming a workdir with another config is the user's mistake, not damage: nothing is set aside."""
+  _two_checkpoints(tmp_path, mesh)
+  other = _abstract(_state(mesh, 0))
+  other["params"]["w"] = jax.ShapeDtypeStruct((4, 2), other["params"]["w"].dtype,
+                                              sharding=other["params"]["w"].sharding)
+  ckpt = checkpoint.Checkpointer(tmp_path / "ck")
+  with pytest.raises(checkpoint.IncompatibleCheckpointError, match="is intact but does not fit"):
+    ckpt.restore(other)
+  assert ckpt.all_steps() == [1, 2] and not (tmp_path / "ck-damaged").exists()

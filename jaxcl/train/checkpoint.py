@@ -48,6 +48,10 @@ class DamagedCheckpointError(ValueError):
   """A checkpoint's files do not match the checksums written when it was committed."""
 
 
+class IncompatibleCheckpointError(ValueError):
+  """An intact checkpoint whose arrays do not fit the state being restored (another model/config)."""
+
+
 def _crc32(path: str) -> int:
   crc = 0
   with open(path, "rb") as f:
@@ -205,11 +209,17 @@ class Checkpointer:
       return restore_fn(step)
     candidates = sorted(self._manager.all_steps(), reverse=True)
     for candidate in candidates:
-      why = damage(self.directory / str(candidate))
+      step_dir = self.directory / str(candidate)
+      why = damage(step_dir)
       if not why:
         try:
           return restore_fn(candidate)
         except Exception as err:  # pylint: disable=broad-exception-caught
+          if (step_dir / CHECKSUMS).exists():  # intact files: the config, not the disk, differs
+            raise IncompatibleCheckpointError(
+                f"checkpoint {candidate} in {self.directory} is intact but does not fit this run's "
+                f"model and optimizer ({type(err).__name__}: {str(err).splitlines()[0][:300]}). "
+                "Resume it with the config it was trained with, or give a new --workdir.") from err
           why = [f"Orbax could not read it: {type(err).__name__}: {str(err)[:200]}"]
       self._set_aside(candidate, why)
     if candidates:
