@@ -8,8 +8,9 @@ Command:
 Expected: about 3 minutes on a 2-core CPU. The final table scores the context vectors averaged over
 each 1,024-sample signal (kNN and linear probe on the 537 test signals) next to the random-init encoder
 and the raw signal; `cpc_accuracy` in the log is the share of predictions whose best-scoring latent of
-the whole global batch is the true future (chance: 1 / (batch x latent steps)). The README's sequence
-table has the measured numbers over 3 seeds (`python benchmarks/cpc.py`).
+the whole global batch is the true future (chance: 1 / (64 x 11 latents) = 0.14%). Measured over 3
+seeds on a 2-core CPU (`python benchmarks/cpc.py`): kNN 61.7 +- 0.3%, linear probe 77.5 +- 0.4%,
+future-prediction accuracy 83.6 +- 1.5%; random init 49.3% / 56.7%, raw signal 46.0% / 40.2%.
 `get_config("smoke")` shrinks it for tests.
 """
 
