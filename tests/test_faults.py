@@ -93,8 +93,21 @@ def _signal_at_step(workdir, marker, sig, *, flags=(), workers=1):
   return procs
 
 
-@pytest.mark.parametrize("sig,rc", [(signal.SIGTERM, preemption.PREEMPTED_EXIT_CODE),
-                                    (signal.SIGINT, 130)])
+def test_ctrl_c_asks_the_same_stop_and_a_second_one_stops_at_once():
+  with preemption.StopSignals() as signals:
+    assert not signals.requested(1)
+    signal.raise_signal(signal.SIGINT)
+    assert signals.requested(2) and signals.signal_name == "SIGINT"
+    with pytest.raises(KeyboardInterrupt):
+      signal.raise_signal(signal.SIGINT)
+  assert preemption.Preempted(2, "SIGINT", "d").exit_code == 130
+  assert preemption.Preempted(2, "SIGTERM", "d").exit_code == preemption.PREEMPTED_EXIT_CODE == 75
+  # Handlers are restored afterwards: Ctrl-C is a KeyboardInterrupt again.
+  with pytest.raises(KeyboardInterrupt):
+    signal.raise_signal(signal.SIGINT)
+
+
+@pytest.mark.parametrize("sig,rc", [(signal.SIGTERM, preemption.PREEMPTED_EXIT_CODE)])
 def test_stop_signal_saves_the_step_in_flight_and_resumes_exactly(sig, rc, tmp_path, tmp_path_factory):
   expected = reference(tmp_path_factory)
   workdir = str(tmp_path / "run")
