@@ -44,8 +44,11 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
       tuning, carve the validation classes out of the final run's training classes, so the test
       classes are never looked at.
     train_split / eval_split: TFDS split names used for training and evaluation.
-    image_key / label_key: feature names of the image (or, for sequence datasets such as plaid, the
-      float32 [T, C] signal, fed to the method under the batch key "image") and the integer label.
+    image_key / label_key: feature names of the image (or, for sequence datasets such as plaid or a
+      TFDS audio dataset, the [T] or [T, C] sequence, fed to the method as float32 [T, C] under the
+      batch key "image") and the integer label.
+    sequence_length: for sequences: the steps kept (the first ones; shorter ones zero-padded);
+      needed where the stored length varies (audio: e.g. 16000 for speech_commands' 1 s clips).
 
   Args:
     name: dataset name.
@@ -70,5 +73,6 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
   cfg.train_split = "train"
   cfg.eval_split = _DEFAULT_EVAL_SPLIT.get(name, "test")
   cfg.image_key = "signal" if name == "plaid" else "image"
+  cfg.sequence_length = config_dict.placeholder(int)
   cfg.label_key = "label"
   return cfg

@@ -224,7 +224,8 @@ def train_iterator(cfg: ml_collections.ConfigDict, *, seed: int, global_batch_si
 
 def _example_transform(cfg: ml_collections.ConfigDict) -> transforms.ToImageLabel:
   return transforms.ToImageLabel(image_key=cfg.image_key, label_key=cfg.label_key,
-                                 image_size=cfg.image_size, resize_method=cfg.resize_method)
+                                 image_size=cfg.image_size, resize_method=cfg.resize_method,
+                                 sequence_length=cfg.get("sequence_length"))
 
 
 def load_arrays(cfg: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:

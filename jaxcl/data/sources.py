@@ -307,10 +307,13 @@ def info(cfg: ml_collections.ConfigDict) -> DataInfo:
     raise ValueError(f"{cfg.name} has features {sorted(features.keys())}; set data.image_key and "
                      "data.label_key to its image and label features.")
   stored = tuple(features[cfg.image_key].shape)
-  if np.dtype(features[cfg.image_key].np_dtype).kind == "f" and len(stored) == 2:
-    if None in stored:
-      raise ValueError(f"{cfg.name} signals have no fixed length {stored}; store them padded.")
-    image_shape = (int(stored[0]), int(stored[1]))  # a sequence [T, C] (fed under the "image" key)
+  if np.dtype(features[cfg.image_key].np_dtype) != np.uint8 and len(stored) <= 2:
+    # A sequence: audio [T] or a signal [T, C], fed as float32 [T, C] under the "image" key.
+    length = cfg.get("sequence_length") or stored[0]
+    if length is None:
+      raise ValueError(f"{cfg.name}: the {cfg.image_key!r} sequences have no fixed length {stored}; "
+                       "set data.sequence_length (e.g. 16000 for one second of 16 kHz audio).")
+    image_shape = (int(length), 1 if len(stored) == 1 else int(stored[1]))
     stored = None
   channels = 1 if stored is None or len(stored) == 2 else stored[-1]
   if channels is None:

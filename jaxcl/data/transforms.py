@@ -33,20 +33,37 @@ def resize_and_crop(image: np.ndarray, size: int, method: str = "bilinear") -> n
   return out[..., None] if channels == 1 else out
 
 
+def to_sequence(x: np.ndarray, length: int | None) -> np.ndarray:
+  """float32 [length, C] of audio [T] or a signal [T, C]: integer samples scaled to [-1, 1] (int16 by
+  1/32768), the first ``length`` steps kept, a shorter sequence zero-padded at the end."""
+  x = x[:, None] if x.ndim == 1 else x
+  if np.issubdtype(x.dtype, np.integer):
+    x = x.astype(np.float32) / (np.iinfo(x.dtype).max + 1)
+  x = x.astype(np.float32, copy=False)
+  if length is None or len(x) == length:
+    return x
+  out = np.zeros((length, x.shape[1]), np.float32)
+  out[:min(length, len(x))] = x[:length]
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class ToImageLabel(grain.transforms.Map):
-  """A decoded TFDS example -> dict(image=uint8 [S,S,C], label=int32 scalar); a float32 [T, C]
-  sequence passes through unchanged under the key "image"."""
+  """A decoded TFDS example -> dict(image=uint8 [S,S,C], label=int32 scalar); a sequence (any
+  non-uint8 [T] or [T, C] feature) becomes float32 [sequence_length, C] (``to_sequence``) under the
+  key "image"."""
 
   image_key: str = "image"
   label_key: str = "label"
   image_size: int | None = None
   resize_method: str = "bilinear"
+  sequence_length: int | None = None
 
   def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
     image = np.asarray(element[self.image_key])
-    if image.dtype == np.float32 and image.ndim == 2:  # a sequence [T, C] (e.g. plaid): as stored
-      return {"image": image, "label": np.asarray(element[self.label_key], dtype=np.int32)}
+    if image.dtype != np.uint8 and image.ndim <= 2:  # a sequence: audio [T] or a signal [T, C]
+      return {"image": to_sequence(image, self.sequence_length),
+              "label": np.asarray(element[self.label_key], dtype=np.int32)}
     if image.ndim == 2:
       image = image[..., None]
     if image.dtype != np.uint8:
