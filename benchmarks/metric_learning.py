@@ -39,6 +39,7 @@ GRID = [(loss, steps) for loss in ("batch_hard_triplet", "batch_semi_hard_triple
         for steps in (100, 300)]
 SCORES = ("recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map@r")
 REPS = ("pretrained", "random_init", "raw_pixels")
+TITLES = {"r_precision": "R-precision", "map@r": "MAP@R"}
 QUIET = ("--config.train.checkpoint_every=0", "--config.train.export_encoder=False",
          "--config.train.progress=False", "--config.eval.embedding_map=False")
 
@@ -99,7 +100,8 @@ def table(record: dict) -> str:
       continue
     out += [f"**{dataset}: test (train on classes 0-4, score every image of 5-9; {cells[0]['loss']}, "
             f"{cells[0]['steps']} steps; {len(cells)} seeds)**", "",
-            "| representation | " + " | ".join(s.replace("recall@", "R@") for s in SCORES) + " |",
+            "| representation | " + " | ".join(TITLES.get(s, s.replace("recall@", "R@"))
+                                                for s in SCORES) + " |",
             "|---|" + "---:|" * len(SCORES)]
     for rep in REPS:
       values = {s: [c["unseen_classes"][rep][s] for c in cells] for s in SCORES}

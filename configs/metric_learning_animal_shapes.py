@@ -7,8 +7,9 @@ Command:
   jaxcl train --config configs/metric_learning_animal_shapes.py --workdir runs/metric_learning_animal_shapes
 
 Expected: about 3 minutes on a 2-core CPU; Recall@1/2/4/8, R-precision and MAP@R on the unseen animals
-next to the random-init encoder and raw pixels (the README's metric-learning table,
-`python benchmarks/metric_learning.py`).
+next to the random-init encoder and raw pixels. Measured with `get_config("loss=batch_semi_hard_triplet")`
+(the validation-tuned loss; 300 steps, 3 seeds, `python benchmarks/metric_learning.py`): R@1
+96.9 +- 0.2%, MAP@R 38.5 +- 1.4%; raw pixels 93.5% / 22.2%, random init 85.8% / 20.2%.
 Variant of configs/metric_learning_digits.py with the data swapped (28 px silhouettes resized to 32,
 horizontal flips on); `get_config("smoke")` runs on digits for tests.
 """
