@@ -1,5 +1,5 @@
 """FSDP: parameters, optimizer state and EMA targets split over the data axis give the same training as
-replicated state on 8 devices and on 1 device (SimCLR, BYOL with its EMA target, CLIP's two towers);
+1 device (SimCLR, BYOL with its EMA target, CLIP's two towers) and as replicated state on 8 devices;
 checkpoints move between FSDP and replicated meshes of other sizes; the sharding rule itself."""
 
 import jax
@@ -44,19 +44,23 @@ def _split_leaves(state) -> int:
              if hasattr(x.sharding, "spec"))
 
 
-@pytest.mark.parametrize("name", ["simclr", "byol", "clip"])
-def test_fsdp_equals_replicated_and_one_device(name, devices):
-  runs = {key: _train(name, n, fsdp) for key, n, fsdp in
-          [("fsdp8", 8, True), ("replicated8", 8, False), ("one", 1, False)]}
-  setup, fsdp_state, _ = runs["fsdp8"]
+# FSDP on 8 devices == 1 device for each; replicated on 8 devices too for SimCLR (replicated 8 == 1 is
+# what the rest of the suite establishes for every method; three compiles per method would add a minute).
+@pytest.mark.parametrize("name, layouts", [
+    ("simclr", ("fsdp8", "replicated8")), ("byol", ("fsdp8",)), ("clip", ("fsdp8",))])
+def test_fsdp_equals_replicated_and_one_device(name, layouts, devices):
+  setups = {"fsdp8": (8, True), "replicated8": (8, False), "one": (1, False)}
+  runs = {key: _train(name, *setups[key]) for key in (*layouts, "one")}
+  _, fsdp_state, _ = runs["fsdp8"]
   # Really split: kernels, their Adam/LARS moments and (BYOL) the EMA target.
   assert _split_leaves(fsdp_state["params"]) >= 3
   assert _split_leaves(fsdp_state["opt_state"]) >= 3
   if name == "byol":
     assert _split_leaves(fsdp_state["rest"]) >= 3
-  assert _split_leaves(runs["replicated8"][1]) == 0
+  if "replicated8" in runs:
+    assert _split_leaves(runs["replicated8"][1]) == 0
   want = jax.device_get(runs["one"][1])
-  for key in ("fsdp8", "replicated8"):
+  for key in layouts:
     _, state, losses = runs[key]
     # Same global batch and keys; only the order of float32 sums over devices differs.
     np.testing.assert_allclose(losses, runs["one"][2], rtol=1e-5, err_msg=key)
