@@ -266,9 +266,9 @@ def run(argv: list[str] | None = None) -> None:
           "which jaxcl does not install: pip install 'jaxcl[tensorflow]' (TensorFlow and what the "
           "catalog builders import), then run the same command again.", file=sys.stderr)
     sys.exit(1)
-  except (ValueError, FileNotFoundError, FloatingPointError) as err:
-    # Bad config values, unprepared datasets, missing checkpoints and divergence all raise with a
-    # message that names the field and the fix: show that, not a traceback (unless asked for).
+  except (ValueError, OSError, FloatingPointError) as err:
+    # Bad config values, unprepared datasets, missing checkpoints, a full disk and divergence all
+    # raise with a message that names the field or file and the fix: show that, not a traceback.
     if os.environ.get("JAXCL_TRACEBACK"):
       raise
     print(f"jaxcl {command}: {type(err).__name__}: {err}\n(set JAXCL_TRACEBACK=1 for the traceback)",

@@ -12,6 +12,7 @@ parks the process at a known moment, touches ``--marker`` and sleeps until the p
   of this process) and never gets it: a kill between checkpoints, async saves still free to finish.
 * ``--pause_before_step K``: as ``--hang_before_step``, but the process only waits there (signals
   are handled) until the parent creates ``<marker>.go``, then trains on: a signal at a known step.
+* ``--fail_save_step K``: the save of checkpoint K raises ENOSPC, as on a full disk.
 * ``--dump_restored PATH``: the arrays the resume restored, as this process's mesh holds them, go to
   an ``.npz`` file (to check a restore onto another device count is exact).
 * ``--hang_save_step K``: the async save of checkpoint K stops just before Orbax renames its temporary
@@ -109,6 +110,22 @@ def _install_restore_dump(path: str) -> None:
   checkpoint.Checkpointer.restore = restore
 
 
+def _install_save_failure(step: int) -> None:
+  """Checkpoint ``step``'s save fails as on a full disk (ENOSPC), before anything of it is written."""
+  import errno  # pylint: disable=g-import-not-at-top
+
+  from jaxcl.train import checkpoint  # pylint: disable=g-import-not-at-top
+
+  original = checkpoint.Checkpointer.save
+
+  def save(self, at, *args, **kwargs):
+    if at == step:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return original(self, at, *args, **kwargs)
+
+  checkpoint.Checkpointer.save = save
+
+
 def main() -> None:
   argv = sys.argv[1:]
   split = argv.index("--") if "--" in argv else len(argv)
@@ -117,6 +134,7 @@ def main() -> None:
   parser.add_argument("--hang_before_step", type=int, default=-1)
   parser.add_argument("--hang_save_step", type=int, default=-1)
   parser.add_argument("--pause_before_step", type=int, default=-1)
+  parser.add_argument("--fail_save_step", type=int, default=-1)
   parser.add_argument("--marker", default="")
   parser.add_argument("--dump_restored", default="")
   args = parser.parse_args(argv[:split])
@@ -133,6 +151,8 @@ def main() -> None:
     _install_step_hang(args.hang_before_step, args.marker)
   if args.pause_before_step >= 0:
     _install_step_hang(args.pause_before_step, args.marker, pause=True)
+  if args.fail_save_step >= 0:
+    _install_save_failure(args.fail_save_step)
   if args.dump_restored:
     _install_restore_dump(args.dump_restored)
   from jaxcl import main as jaxcl_main  # pylint: disable=g-import-not-at-top

@@ -141,3 +141,13 @@ def test_damaged_newest_checkpoint_resumes_from_the_older_one(tmp_path, tmp_path
   assert f"checkpoint {2 * EVERY} in" in w.log() and "damaged" in w.log()
   assert_same_state(final_state(str(workdir)), expected, exact=True)
   assert (workdir / "checkpoints-damaged" / str(2 * EVERY)).is_dir()
+
+
+def test_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+  workdir = str(tmp_path / "run")
+  w = Worker(workdir, devices=8, hooks=[f"--fail_save_step={2 * EVERY}"], log_name="full_disk")
+  w.wait(expected_rc=1)
+  log = w.log()
+  assert f"cannot write checkpoint {2 * EVERY} to" in log and "No space left on device" in log, log
+  assert f"the last complete one is {EVERY}" in log and "Traceback" not in log
+  assert _complete_steps(workdir) == [EVERY]

@@ -8,6 +8,7 @@ during training (the kNN monitor) and evaluates the returned state itself.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -57,6 +58,20 @@ def check_guard(state: dict, checkpointer: Checkpointer, on_nonfinite: str,
         f"non-finite loss or gradient in step {first + 1} (its update was not applied); {where}. Lower "
         "optim.lr, add optim.grad_clip_norm, or set train.on_nonfinite='skip' to skip such steps.")
   warn(f"warning: {count} non-finite step(s) skipped so far, the first was step {first + 1}.")
+
+
+@contextlib.contextmanager
+def _naming_the_save(checkpointer: Checkpointer, step: int | None):
+  """An OS error while writing a checkpoint (a full disk, a lost mount) says which one, and which
+  complete checkpoint a rerun resumes from."""
+  try:
+    yield
+  except OSError as err:
+    last = checkpointer.latest_step()
+    what = f"checkpoint {step}" if step is not None else "a checkpoint"
+    raise OSError(err.errno, f"cannot write {what} to {checkpointer.directory} ({err.strerror or err})"
+                  f"; the last complete one is {last}. Free space or fix the directory, then run the "
+                  "same command to resume.") from err
 
 
 def fit(
@@ -134,13 +149,16 @@ def fit(
           writer.write(done, last)
           bar.update(done, loss=last["loss"])
         if save_now:
-          checkpointer.save(done, state, data_state=data_state, meta=checkpoint_meta)
+          with _naming_the_save(checkpointer, done):
+            checkpointer.save(done, state, data_state=data_state, meta=checkpoint_meta)
         if stop:
-          checkpointer.wait()
+          with _naming_the_save(checkpointer, done):
+            checkpointer.wait()
           raise Preempted(done, signals.signal_name, str(checkpointer.directory))
     finally:
       bar.close()
-      checkpointer.wait()  # never exit with a save half-written
+      with _naming_the_save(checkpointer, None):
+        checkpointer.wait()  # never exit with a save half-written
   seconds = time.perf_counter() - t0
   images_per_second = None
   if timed_from is not None and end - timed_from[1] > 0:
