@@ -51,8 +51,15 @@ OUT = os.path.join(ROOT, "benchmarks", "results", "methods.json")
 METRICS = ("knn", "knn_k200", "linear", "online_probe")
 
 
+# Multi-crop rows: the method's config plus MULTI_CROP_LOCAL local views (14 px next to the 32 px
+# global ones), one encoder pass per resolution.
+MULTI_CROP = ("simclr", "byol")
+MULTI_CROP_LOCAL = 4
+
+
 def rows() -> list[str]:
-  return list(METHODS) + [f"loss:{name}" for name in LOSSES]
+  return (list(METHODS) + [f"loss:{name}" for name in LOSSES]
+          + [f"{name}+multicrop" for name in MULTI_CROP])
 
 
 COMMON_FLAGS = ("--config.train.checkpoint_every=0", "--config.train.export_encoder=False",
@@ -62,13 +69,15 @@ COMMON_FLAGS = ("--config.train.checkpoint_every=0", "--config.train.export_enco
 
 def overrides(dataset: str, row: str, seed: int, steps: int | None) -> tuple[str, list[str]]:
   """The config file and the ``--config.*`` flags of one cell."""
-  method = "simclr" if row.startswith("loss:") else row
+  method = "simclr" if row.startswith("loss:") else row.removesuffix("+multicrop")
   flags = [f"--config.seed={seed}", *COMMON_FLAGS, f"--config.eval.baselines={row == 'simclr'}"]
   if steps:
     flags.append(f"--config.steps={steps}")
   if dataset != "digits":
     # Stored at 28 px, resized to the configs' 32 on the host; mirrored animals are still animals.
     flags += [f"--config.data.name={dataset}", "--config.augment.flip_prob=0.5"]
+  if row.endswith("+multicrop"):
+    flags.append(f"--config.augment.num_local={MULTI_CROP_LOCAL}")
   if row.startswith("loss:"):
     name = row.split(":", 1)[1]
     flags += [f"--config.method.loss={name}",

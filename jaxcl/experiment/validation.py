@@ -57,6 +57,10 @@ def _check_loss(m: ml_collections.ConfigDict) -> bool:
   return resolved.needs_labels
 
 
+#: The methods that train on multi-crop's extra local views (augment.num_local).
+MULTI_CROP_METHODS = ("simclr", "supcon", "metric_learning", "byol")
+
+
 def _check_method(m: ml_collections.ConfigDict) -> None:
   """The hyperparameters every method shares, by name."""
   if "temperature" in m and not m.temperature > 0:
@@ -165,6 +169,20 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     _fail("data.examples_per_class", per_class, f"must be >= 2 (each anchor needs a positive) and divide "
           f"batch_size={batch}, or 0 to turn the class-balanced batches off.")
 
+  local = _get(config, "augment.num_local", 0)
+  if local:
+    if config.method.name not in MULTI_CROP_METHODS:
+      _fail("augment.num_local", local, f"method {config.method.name!r} trains on two views only; "
+            f"multi-crop works with {MULTI_CROP_METHODS}. Set augment.num_local=0.")
+    if _get(config, "augment.local_size", 0) >= _get(config, "augment.size", 0):
+      _fail("augment.local_size", config.augment.local_size, f"local crops must be smaller than the "
+            f"global ones (augment.size={config.augment.size}).")
+    if str(_get(config, "model.name", "")).startswith("vit"):
+      _fail("augment.num_local", local, "a ViT's position embeddings are fixed to one image size; "
+            "multi-crop needs a convolutional encoder (resnet*, small_cnn) here.")
+    if _get(config, "train.grad_cache_chunks", 0) > 1:
+      _fail("train.grad_cache_chunks", config.train.grad_cache_chunks,
+            "gradient caching covers two views; set it to 0 with multi-crop (augment.num_local).")
   seen = _get(config, "data.train_classes", 0)
   if seen < 0:
     _fail("data.train_classes", seen, "must be >= 0 (0: train on every class).")

@@ -70,6 +70,8 @@ class BYOL(MomentumMethod):
     super().__init__(config, image_shape=image_shape, rngs=rngs, use_predictor=True)
 
   def loss(self, batch, *, axis_name=None):
+    if self.num_local:
+      return self.multi_crop_loss(batch, axis_name=axis_name)
     v1, v2 = common.two_views(self.recipe, batch)
     x = jnp.concatenate([v1, v2])
     _, p = self.online(x, axis_name=axis_name)
@@ -78,6 +80,21 @@ class BYOL(MomentumMethod):
     # BYOL's total loss is L + L~ (the two directions summed), eq. 2.
     loss = symmetric_regression(losses.byol_loss, p1, p2, t1, t2, axis_name)
     return loss, common.view_metrics(p1, t2, axis_name)
+
+  def multi_crop_loss(self, batch, *, axis_name=None):
+    """Multi-crop BYOL: the target sees the global views only; every view's prediction regresses the
+    target of each global view other than itself. Scaled so that with no local views it is eq. 2."""
+    def online(h, bn):
+      z = self.projector(h, train=True, axis_name=bn)
+      return self.predictor(z, train=True, axis_name=bn)
+
+    views = self.recipe(batch["key"], batch["image"])
+    (p1, p2), local, _ = self.multi_crop(views, online, axis_name)
+    t1, t2 = jnp.split(self.target(jnp.concatenate(views[:2]), axis_name=axis_name), 2)
+    sg = jax.lax.stop_gradient
+    pairs = [(p1, t2), (p2, t1)] + [(p, t) for p in local for t in (t1, t2)]
+    local_loss = sum(losses.byol_loss(p, sg(t)) for p, t in pairs) * 2 / len(pairs)
+    return common.global_mean(local_loss, axis_name), common.view_metrics(p1, t2, axis_name)
 
 
 class SimSiam(common.ImageMethod):

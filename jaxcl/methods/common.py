@@ -270,6 +270,7 @@ class ImageMethod(Method):
       raise ValueError(f"image_shape must be (H, W, C), got {image_shape}")
     self.recipe = augment.make_recipe(config.augment)
     self.view_size = int(config.augment.size)
+    self.num_local = int(config.augment.get("num_local", 0))  # multi-crop's small views
     self.sync_bn = bool(mcfg.get("sync_bn", False))
     self.encoder = models.create_encoder(config.model, in_channels=int(image_shape[2]), rngs=rngs,
                                          image_size=self.view_size)
@@ -277,6 +278,22 @@ class ImageMethod(Method):
   def bn_axis(self, axis_name: str | None) -> str | None:
     """The axis BatchNorm synchronises over: the data axis with ``sync_bn``, else none (local BN)."""
     return axis_name if self.sync_bn else None
+
+  def multi_crop(self, views: tuple[jax.Array, ...], forward, axis_name: str | None):
+    """Multi-crop (Caron et al. 2020) of the recipe's ``views`` (2 global, then the local ones):
+    ``(global outputs [2 x b], local outputs [num_local x b], global encoder features [b, 2, F] or
+    None)``; ``forward(h, bn_axis)`` maps encoder features to the method's outputs.
+
+    One encoder pass per resolution (the 2 global views together, then the local views together), not
+    padding, so BatchNorm sees each resolution as its own batch, as in SwAV's and DINO's code.
+    """
+    bn = self.bn_axis(axis_name)
+    h = self.encoder(jnp.concatenate(views[:2]), train=True, axis_name=bn)
+    small = self.encoder(jnp.concatenate(views[2:]), train=True, axis_name=bn)
+    features = None
+    if self.hand_over_features:
+      features = jnp.stack(jnp.split(jax.lax.stop_gradient(h), 2), axis=1)
+    return (jnp.split(forward(h, bn), 2), jnp.split(forward(small, bn), len(views) - 2), features)
 
   def project_two_views(self, batch: dict[str, jax.Array], axis_name: str | None) -> TwoViews:
     """``TwoViews(z1, z2, features)``: both views through the encoder and ``self.projector`` in one pass.
@@ -336,5 +353,17 @@ class TwoViewMethod(ImageMethod):
                               features=emb.get("features"))
 
   def loss(self, batch, *, axis_name=None):
+    if self.num_local:
+      return self.multi_crop_loss(batch, axis_name=axis_name)
     return self.loss_from_embeddings(self.embed(batch, axis_name=axis_name), batch,
                                      axis_name=axis_name)
+
+  def multi_crop_loss(self, batch, *, axis_name=None):
+    """The two-view loss averaged over the pair of global views and every (global, local) pair."""
+    (z1, z2), local, features = self.multi_crop(
+        self.recipe(batch["key"], batch["image"]),
+        lambda h, bn: self.projector(h, train=True, axis_name=bn), axis_name)
+    pairs = [(z1, z2)] + [(g, z) for z in local for g in (z1, z2)]
+    labels = batch.get("label")
+    loss = sum(self.objective(a, b, labels, axis_name=axis_name) for a, b in pairs) / len(pairs)
+    return loss, view_metrics(z1, z2, axis_name, pairwise=self.block_size is None, features=features)
