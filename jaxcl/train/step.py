@@ -8,8 +8,9 @@ the data axis on dim 0), ``rest`` (targets, BatchNorm statistics, ...), ``opt_st
 1. per device, inside ``jax.shard_map``: per-example keys ``fold_in(fold_in(train_key, step), i)`` for the
    *global* example index ``i`` (views do not depend on the device count); ``method.loss(batch,
    axis_name='data')``; gradients w.r.t. the replicated parameters (JAX's transpose of the implicit
-   broadcast sums them over devices); device-varying non-trainable leaves (BatchNorm statistics) and
-   metrics averaged over devices;
+   broadcast sums them over devices), or with FSDP w.r.t. each device's slice of the split ones
+   (all-gathered for the forward, so the gradient comes back reduce-scattered); device-varying
+   non-trainable leaves (BatchNorm statistics) and metrics averaged over devices;
    or, with gradient caching (Gao et al. 2021), embed in chunks without keeping activations, take the
    loss gradient w.r.t. the embeddings, then re-run each chunk and back-propagate its slice;
 2. optax update; ``method.after_step`` on the global state (EMA targets, queue pushes);
