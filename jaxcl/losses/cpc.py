@@ -43,6 +43,20 @@ def _scores(p, z, axis_name):
     yield queries @ candidates.T, ((first + i) * s + t + k).reshape(-1)
 
 
+def cpc_infonce_and_accuracy(predictions: ArrayLike, latents: ArrayLike, *,
+                             axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
+  """``(cpc_infonce, cpc_accuracy)`` from one pass over the scores (what a training step logs)."""
+  p, z = _check(predictions, latents, axis_name)
+  total, hits, count = 0.0, 0.0, 0
+  for logits, target in _scores(p, z, axis_name):
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    total = total - jnp.sum(jnp.take_along_axis(logp, target[:, None], axis=-1))
+    hits = hits + jnp.sum(jnp.argmax(jax.lax.stop_gradient(logits), axis=-1) == target)
+    count += logits.shape[0]
+  n = count * collective.axis_size(axis_name)
+  return collective.psum(total, axis_name) / n, collective.psum(hits, axis_name) / n
+
+
 def cpc_infonce(predictions: ArrayLike, latents: ArrayLike, *,
                 axis_name: str | None = None) -> jax.Array:
   """CPC's InfoNCE over every (sequence, step, horizon) of the global batch.
@@ -55,21 +69,10 @@ def cpc_infonce(predictions: ArrayLike, latents: ArrayLike, *,
   Returns:
     Scalar float32 loss, the mean over all predictions of the global batch.
   """
-  p, z = _check(predictions, latents, axis_name)
-  total, count = 0.0, 0
-  for logits, target in _scores(p, z, axis_name):
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    total = total - jnp.sum(jnp.take_along_axis(logp, target[:, None], axis=-1))
-    count += logits.shape[0]
-  return collective.psum(total, axis_name) / (count * collective.axis_size(axis_name))
+  return cpc_infonce_and_accuracy(predictions, latents, axis_name=axis_name)[0]
 
 
 def cpc_accuracy(predictions: ArrayLike, latents: ArrayLike, *,
                  axis_name: str | None = None) -> jax.Array:
   """Fraction of predictions whose highest-scoring latent of the global batch is the true future."""
-  p, z = _check(predictions, latents, axis_name)
-  hits, count = 0.0, 0
-  for logits, target in _scores(p, z, axis_name):
-    hits = hits + jnp.sum(jnp.argmax(logits, axis=-1) == target)
-    count += logits.shape[0]
-  return collective.psum(hits, axis_name) / (count * collective.axis_size(axis_name))
+  return cpc_infonce_and_accuracy(predictions, latents, axis_name=axis_name)[1]

@@ -93,9 +93,7 @@ class CPC(Method):
     z, c = self.encode(x)
     b, s, d = z.shape
     predictions = self.predictors(c).reshape(b, s, self.horizons, d)
-    loss = losses.cpc_infonce(predictions, z, axis_name=axis_name)
-    accuracy = losses.cpc_accuracy(jax.lax.stop_gradient(predictions), jax.lax.stop_gradient(z),
-                                   axis_name=axis_name)
+    loss, accuracy = losses.cpc.cpc_infonce_and_accuracy(predictions, z, axis_name=axis_name)
     return loss, {"cpc_accuracy": accuracy,
                   "embedding_std": losses.embedding_std(z.reshape(b * s, d), axis_name=axis_name)}
 
