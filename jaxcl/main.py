@@ -3,6 +3,7 @@
   jaxcl train --config configs/simclr_digits.py --workdir runs/simclr_digits [--config.steps=500]
   jaxcl eval --workdir runs/simclr_digits [--config configs/simclr_digits.py] [--step N]
   jaxcl prepare-data cifar10 [--manual_dir ~/Downloads] [--data_dir D]
+  jaxcl prepare-data --from_pairs pairs.jsonl [--from_beir DIR] --name NAME   (text retrieval)
   jaxcl show-views --config configs/simclr_digits.py --out views.png
   jaxcl config --config configs/simclr_digits.py [--config.steps=500]   (every field, explained)
   jaxcl <command> --help          jaxcl --version
@@ -28,7 +29,8 @@ _MULTI_HOST = ("coordinator_address", "num_processes", "process_id", "distribute
 COMMAND_FLAGS = {
     "train": ("config", "workdir", *_MULTI_HOST),
     "eval": ("workdir", "config", "step", *_MULTI_HOST),
-    "prepare-data": ("data_dir", "manual_dir", "image_size", "from_folder", "name", "test_fraction"),
+    "prepare-data": ("data_dir", "manual_dir", "image_size", "from_folder", "from_pairs", "from_beir",
+                     "name", "test_fraction"),
     "show-views": ("config", "out", "num_views", "num_images"),
     "config": ("config",),
 }
@@ -49,9 +51,17 @@ _IMAGE_SIZE = flags.DEFINE_integer("image_size", None, "prepare-data: stored ima
 _FROM_FOLDER = flags.DEFINE_string(
     "from_folder", None, "prepare-data: a folder of your images (one sub-folder per class, or flat "
     "for unlabeled) to store as dataset --name (also spelt --from-folder).")
-_NAME = flags.DEFINE_string("name", None, "prepare-data --from_folder: the new dataset's name.")
-_TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.2,
-                                    "prepare-data --from_folder: share of images held out as test.")
+_FROM_PAIRS = flags.DEFINE_string(
+    "from_pairs", None, "prepare-data: a .jsonl/.csv/.tsv/.parquet file of text pairs (columns query "
+    "or anchor, positive, optional negative(s)) to store as text dataset --name (also --from-pairs).")
+_FROM_BEIR = flags.DEFINE_string(
+    "from_beir", None, "prepare-data: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) "
+    "for evaluation, alone or with --from_pairs as the training pairs (also --from-beir).")
+_NAME = flags.DEFINE_string("name", None, "prepare-data --from_folder/--from_pairs/--from_beir: the "
+                            "new dataset's name.")
+_TEST_FRACTION = flags.DEFINE_float(
+    "test_fraction", 0.2, "prepare-data --from_folder: share of images held out as test; "
+    "--from_pairs alone: share of distinct queries held out as test.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index.")
@@ -150,23 +160,42 @@ def _eval() -> None:
   experiment.evaluate_checkpoint(config, _WORKDIR.value, step=_STEP.value)
 
 
+def _prepare_text(data) -> None:
+  if not _NAME.value:
+    _usage_error("prepare-data --from_pairs/--from_beir needs --name NAME (and no dataset name).")
+  data_dir = _DATA_DIR.value or data.default_data_dir()
+  path = data.prepare_text(_NAME.value, data_dir=data_dir, pairs=_FROM_PAIRS.value,
+                           beir=_FROM_BEIR.value, test_fraction=_TEST_FRACTION.value)
+  _say_prepared(data, path, data_dir, data.text.info)
+
+
+def _say_prepared(data, path: str, data_dir: str, info) -> None:
+  """One line on a user's prepared dataset (``info`` of its config) and the flags that read it."""
+  cfg = data.default_config(_NAME.value)
+  cfg.data_dir = data_dir
+  print(f"{_NAME.value}: {info(cfg)}\nprepared in {path}; use it with "
+        f"--config.data.name={_NAME.value}" + ("" if data_dir == data.default_data_dir() else
+                                                f" --config.data.data_dir={data_dir}"))
+
+
 def _prepare_data(names: list[str]) -> None:
   from jaxcl import data  # pylint: disable=g-import-not-at-top
+  if _FROM_PAIRS.value or _FROM_BEIR.value:
+    if names or _FROM_FOLDER.value:
+      _usage_error("prepare-data --from_pairs/--from_beir takes no dataset name and no --from_folder.")
+    _prepare_text(data)
+    return
   if _FROM_FOLDER.value:
     if names or not _NAME.value:
       _usage_error("prepare-data --from_folder DIR needs --name NAME (and no other dataset name).")
     data_dir = _DATA_DIR.value or data.default_data_dir()
     path = data.prepare_folder(_FROM_FOLDER.value, _NAME.value, data_dir=data_dir,
                                image_size=_IMAGE_SIZE.value, test_fraction=_TEST_FRACTION.value)
-    cfg = data.default_config(_NAME.value)
-    cfg.data_dir = data_dir
-    print(f"{_NAME.value}: {data.info(cfg)}\nprepared in {path}; train on it with "
-          f"--config.data.name={_NAME.value}" + ("" if data_dir == data.default_data_dir() else
-                                                   f" --config.data.data_dir={data_dir}"))
+    _say_prepared(data, path, data_dir, data.info)
     return
   if not names:
     _usage_error("prepare-data needs a dataset name, e.g. `jaxcl prepare-data cifar10`, or "
-                 "--from_folder DIR --name NAME.")
+                 "--from_folder DIR --name NAME, or --from_pairs FILE --name NAME.")
   for name in names:
     cfg = data.default_config(name)
     if _DATA_DIR.value:
@@ -176,7 +205,7 @@ def _prepare_data(names: list[str]) -> None:
     if _IMAGE_SIZE.value:
       cfg.image_size = _IMAGE_SIZE.value
     data.prepare(cfg, progress=True)
-    print(f"{name}: {data.info(cfg)}")
+    print(f"{name}: {data.text.info(cfg) if data.text.is_text_dataset(cfg) else data.info(cfg)}")
 
 
 def _print_config() -> None:
@@ -221,8 +250,8 @@ def run(argv: list[str] | None = None) -> None:
   if command not in COMMANDS:
     _usage_error(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}.")
   wants_help = any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[2:])
-  # The issue-style spellings of two flags (absl names take underscores).
-  argv = [re.sub(r"^--(from|test)-(folder|fraction)", r"--\1_\2", a) for a in argv]
+  # The issue-style spellings of some flags (absl names take underscores).
+  argv = [re.sub(r"^--(from|test)-(folder|fraction|pairs|beir)", r"--\1_\2", a) for a in argv]
   argv = [a for a in argv if a not in ("-h", "--help", "-help", "--helpfull")]
   if FLAGS.is_parsed():
     # Called again in one process (tests, notebooks), or after a library parsed flags for itself:

@@ -23,8 +23,10 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
 
   Fields:
     name: "digits" or "animal_shapes" (embedded images, prepared on first use), "plaid" (embedded
-      appliance current signals, sequences of 1,024 samples), "cifar10" (from a user's
-      cifar-10-python.tar.gz), or any TFDS catalog name already prepared as array_record in data_dir.
+      appliance current signals, sequences of 1,024 samples), "stdlib_code" (embedded text
+      retrieval: docstring -> code of Python's standard library), "cifar10" (from a user's
+      cifar-10-python.tar.gz), or any TFDS catalog name already prepared as array_record in data_dir
+      (a text dataset of your own: `jaxcl prepare-data --from_pairs FILE --name NAME`).
     data_dir: TFDS data directory (`$JAXCL_DATA_DIR` or ~/.cache/jaxcl/tensorflow_datasets).
     manual_dir: where `prepare` finds user-supplied archives (cifar10: cifar-10-python.tar.gz).
     image_size: side of the square uint8 images the pipeline yields. digits are stored at this size
@@ -49,6 +51,11 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
       batch key "image") and the integer label.
     sequence_length: for sequences: the steps kept (the first ones; shorter ones zero-padded);
       needed where the stored length varies (audio: e.g. 16000 for speech_commands' 1 s clips).
+    max_length: for text: tokens per text after tokenization ([CLS] and [SEP] included); longer
+      texts are truncated, shorter ones padded.
+    tokenizer: for text: a tokenizer.json (Hugging Face tokenizers) to use; None trains a BPE
+      vocabulary on the training split and saves it with the run.
+    vocab_size: for text: the size of the vocabulary trained when tokenizer is None.
 
   Args:
     name: dataset name.
@@ -75,4 +82,7 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
   cfg.image_key = "signal" if name == "plaid" else "image"
   cfg.sequence_length = config_dict.placeholder(int)
   cfg.label_key = "label"
+  cfg.max_length = 128
+  cfg.tokenizer = config_dict.placeholder(str)
+  cfg.vocab_size = 8192
   return cfg

@@ -20,9 +20,9 @@ os.environ.setdefault("NO_GCE_CHECK", "true")
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-EMBEDDED = ("digits", "cifar10", "animal_shapes", "plaid")
-# Embedded datasets whose files ship with an installed package: prepared on first use.
-AUTO_PREPARED = ("digits", "animal_shapes", "plaid")
+EMBEDDED = ("digits", "cifar10", "animal_shapes", "plaid", "stdlib_code")
+# Embedded datasets whose files ship with an installed package (or Python): prepared on first use.
+AUTO_PREPARED = ("digits", "animal_shapes", "plaid", "stdlib_code")
 # Kept beside the builders' VERSION so the prepared-check needs no TFDS import (a test checks both).
 EMBEDDED_VERSION = "1.0.0"
 _log = logging.getLogger(__name__)
@@ -185,27 +185,49 @@ def check_prepared(cfg: ml_collections.ConfigDict) -> str:
       f"{cfg.data_dir}), or any TFDS catalog name once prepared as array_record there.")
 
 
+def _check_new_name(name: str, data_dir: str) -> None:
+  """Raises unless ``name`` is free for a user's dataset in data_dir."""
+  if name in EMBEDDED:
+    raise ValueError(f"--name={name!r} is one of jaxcl's own datasets; choose another name.")
+  existing = _catalog_dir(ml_collections.ConfigDict({"name": name, "data_dir": data_dir}))
+  if existing is not None:
+    raise ValueError(f"--name={name!r} is already prepared in {existing}; choose another name, or "
+                     "delete that folder to rebuild it.")
+
+
+def _build_offline(builder_cls, data_dir: str) -> str:
+  """Prepares a user-data builder as array_record in data_dir, nothing downloaded; its folder."""
+  tfds = _tfds()
+  b = builder_cls(data_dir=data_dir, file_format="array_record")
+  tfds.display_progress_bar(False)
+  b.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return os.fspath(b.data_dir)
+
+
 def prepare_folder(root: str, name: str, *, data_dir: str, image_size: int | None = None,
                    test_fraction: float = 0.2) -> str:
   """Stores a folder of images (one sub-folder per class, or flat) as dataset ``name`` in data_dir.
 
   See ``jaxcl.data.builders.folder``. Returns the prepared folder; ``data.name=name`` then reads it.
   """
-  if name in EMBEDDED:
-    raise ValueError(f"--name={name!r} is one of jaxcl's own datasets; choose another name.")
-  cfg = ml_collections.ConfigDict({"name": name, "data_dir": data_dir})
-  existing = _catalog_dir(cfg)
-  if existing is not None:
-    raise ValueError(f"--name={name!r} is already prepared in {existing}; choose another name, or "
-                     "delete that folder to rebuild it.")
+  _check_new_name(name, data_dir)
   from jaxcl.data.builders import folder  # pylint: disable=g-import-not-at-top
   builder_cls, _ = folder.make_builder(name, root, image_size=image_size,
                                        test_fraction=test_fraction)
-  tfds = _tfds()
-  b = builder_cls(data_dir=data_dir, file_format="array_record")
-  tfds.display_progress_bar(False)
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-  return os.fspath(b.data_dir)
+  return _build_offline(builder_cls, data_dir)
+
+
+def prepare_text(name: str, *, data_dir: str, pairs: str | None = None, beir: str | None = None,
+                 test_fraction: float = 0.2) -> str:
+  """Stores a pair file and/or a BEIR folder as text dataset ``name`` in data_dir.
+
+  See ``jaxcl.data.builders.text_pairs``. Returns the prepared folder; ``data.name=name`` reads it.
+  """
+  _check_new_name(name, data_dir)
+  from jaxcl.data.builders import text_pairs  # pylint: disable=g-import-not-at-top
+  builder_cls, _ = text_pairs.make_builder(name, pairs=pairs, beir=beir,
+                                           test_fraction=test_fraction)
+  return _build_offline(builder_cls, data_dir)
 
 
 def _embedded_builder(cfg: ml_collections.ConfigDict):
@@ -219,6 +241,9 @@ def _embedded_builder(cfg: ml_collections.ConfigDict):
   if cfg.name == "plaid":
     from jaxcl.data.builders import plaid  # pylint: disable=g-import-not-at-top
     return plaid.Plaid(data_dir=cfg.data_dir, file_format="array_record")
+  if cfg.name == "stdlib_code":
+    from jaxcl.data.builders import stdlib_code  # pylint: disable=g-import-not-at-top
+    return stdlib_code.StdlibCode(data_dir=cfg.data_dir, file_format="array_record")
   from jaxcl.data.builders import cifar10  # pylint: disable=g-import-not-at-top
   return cifar10.Cifar10(data_dir=cfg.data_dir, file_format="array_record")
 
@@ -256,9 +281,9 @@ def data_source(cfg: ml_collections.ConfigDict, split: str, *, field: str = "spl
 def prepare(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> None:
   """Builds `cfg.name` as array_record in `cfg.data_dir` (no-op when already prepared).
 
-  digits needs nothing; cifar10 reads cifar-10-python.tar.gz from `cfg.manual_dir`; other names run
-  the TFDS catalog builder with array_record output (most of those need TensorFlow to extract their
-  archives: `pip install 'jaxcl[tensorflow]'`).
+  digits, animal_shapes, plaid and stdlib_code need nothing; cifar10 reads cifar-10-python.tar.gz
+  from `cfg.manual_dir`; other names run the TFDS catalog builder with array_record output (most of
+  those need TensorFlow to extract their archives: `pip install 'jaxcl[tensorflow]'`).
 
   Args:
     cfg: the data config (name, data_dir, manual_dir, image_size for digits).
@@ -303,6 +328,9 @@ def info(cfg: ml_collections.ConfigDict) -> DataInfo:
   """
   b = builder(cfg)
   features = b.info.features
+  if "query" in features and "positive" in features:
+    raise ValueError(f"{cfg.name} is a text dataset (query/positive pairs); its sizes come from "
+                     "jaxcl.data.text.info(cfg).")
   if cfg.image_key not in features or cfg.label_key not in features:
     raise ValueError(f"{cfg.name} has features {sorted(features.keys())}; set data.image_key and "
                      "data.label_key to its image and label features.")

@@ -17,6 +17,11 @@ Public API::
   format_table({"raw pixels": {"knn": .969, "linear": .970}, "random init": {...}, ...}) -> str
   retrieval_scores(features, labels, *, ks=(1, 2, 4, 8), distance="cosine")
       -> {"recall@1": ..., "r_precision": ..., "map@r": ...}   (metric learning, every item a query)
+  ranking_metrics(ranking [Q, K], relevant [{corpus row: grade}]) -> {"mrr@10", "ndcg@10",
+      "recall@1", "recall@10", "recall@100", "num_queries"}         (text retrieval, trec_eval's)
+  top_k_search(queries [Q, D], corpus [N, D], k, *, similarity="dot") -> (scores, rows) [Q, k]
+  bm25.bm25_search(corpus_texts, query_texts, *, k=100) -> (rows, scores) [Q, k]   (BM25 baseline;
+      `python -m jaxcl.evaluate.bm25 stdlib_code` prints its scores)
 
 ``features_fn`` is either a callable ``float images [B, H, W, C] in [0, 1] -> [B, F]`` (a pure
 function; it is jitted here) or an ``nnx.Module`` / its bound method such as ``method.features``
@@ -24,7 +29,8 @@ function; it is jitted here) or an ``nnx.Module`` / its bound method such as ``m
 fractions in [0, 1]; ``format_table`` prints them as percentages. Nothing here knows the training loop.
 
 Modules: ``extract`` (frozen features over a mesh), ``knn``, ``linear`` (the probe), ``protocol``
-(the scores of a representation and their table), ``retrieval`` (Recall@K, R-precision, MAP@R).
+(the scores of a representation and their table), ``retrieval`` (Recall@K, R-precision, MAP@R),
+``ranking`` (MRR, NDCG, Recall@K of queries against a corpus; exact top-k search), ``bm25``.
 """
 
 from jaxcl.evaluate.extract import extract_features
@@ -32,10 +38,11 @@ from jaxcl.evaluate.knn import knn_accuracy, knn_predict
 from jaxcl.evaluate.linear import DEFAULT_L2_GRID, LinearProbe, fit_linear_probe, linear_probe
 from jaxcl.evaluate.protocol import (evaluate_features, evaluate_representation, format_table,
                                      raw_pixel_baseline)
+from jaxcl.evaluate.ranking import ranking_from_scores, ranking_metrics, top_k_search
 from jaxcl.evaluate.retrieval import retrieval_scores
 
 __all__ = [
     "DEFAULT_L2_GRID", "LinearProbe", "evaluate_features", "evaluate_representation",
     "extract_features", "fit_linear_probe", "format_table", "knn_accuracy", "knn_predict", "linear_probe",
-    "raw_pixel_baseline", "retrieval_scores",
+    "ranking_from_scores", "ranking_metrics", "raw_pixel_baseline", "retrieval_scores", "top_k_search",
 ]

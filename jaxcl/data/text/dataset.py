@@ -1,0 +1,186 @@
+"""Reading a prepared text dataset (``stdlib_code`` or a user's ``prepare-data --from_pairs``).
+
+  cfg = jaxcl.data.default_config("stdlib_code")
+  text.info(cfg)                              # TextInfo(num_train=3504, ..., corpus_size=4161)
+  ids, docs = text.load_corpus(cfg)           # every document, in stored order
+  evalset = text.load_queries(cfg, "test")    # queries and their qrels as corpus rows
+  tok = text.tokenizer_for(cfg, workdir)      # data.tokenizer, else trained on train and saved
+  it = text.pairs_iterator(cfg, tok, seed=0, global_batch_size=64)   # Grain, tokenized batches
+
+The features and splits are those of ``jaxcl.data.builders.text_pairs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import grain
+import ml_collections
+import tokenizers
+
+from jaxcl.data import pipeline, sources
+from jaxcl.data.text import tokenizer as tokenization
+
+CORPUS = "corpus"  # the corpus split's name (also ``builders.text_pairs.CORPUS``)
+TOKENIZER_FILE = "tokenizer.json"
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextInfo:
+  """Split sizes of a text dataset: pairs per split (0 where absent) and the corpus size."""
+
+  num_train: int
+  num_validation: int
+  num_test: int
+  corpus_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalQueries:
+  """The queries of one split and their relevance judgements.
+
+  Attributes:
+    query_ids / queries: one entry per distinct query, in stored order.
+    relevant: per query, ``{corpus row: grade > 0}`` (rows of ``load_corpus``).
+  """
+
+  query_ids: list[str]
+  queries: list[str]
+  relevant: list[dict[int, int]]
+
+
+def _str(value: Any) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def is_text_dataset(cfg: ml_collections.ConfigDict) -> bool:
+  """Whether ``cfg.name`` is a prepared (or embedded) text dataset."""
+  if cfg.name == "stdlib_code":
+    return True
+  try:
+    features = sources.builder(cfg).info.features
+  except (ValueError, OSError):
+    return False
+  return "query" in features and "positive" in features
+
+
+def _source(cfg: ml_collections.ConfigDict, split: str, field: str = "split"):
+  return sources.data_source(cfg, split, field=field)
+
+
+def _splits(cfg: ml_collections.ConfigDict) -> dict[str, int]:
+  b = sources.builder(cfg)
+  if "query" not in b.info.features:
+    raise ValueError(f"{cfg.name} is not a text dataset (features: {sorted(b.info.features)}); "
+                     "prepare one with `jaxcl prepare-data --from_pairs FILE --name NAME`.")
+  return {name: split.num_examples for name, split in b.info.splits.items()}
+
+
+def info(cfg: ml_collections.ConfigDict) -> TextInfo:
+  """The pairs per split and the corpus size (prepares ``stdlib_code`` on first use)."""
+  sizes = _splits(cfg)
+  return TextInfo(num_train=sizes.get("train", 0), num_validation=sizes.get("validation", 0),
+                  num_test=sizes.get("test", 0), corpus_size=sizes.get(CORPUS, 0))
+
+
+def load_corpus(cfg: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+  """(ids, texts) of every corpus document, in stored order."""
+  source = _source(cfg, CORPUS)
+  rows = [source[i] for i in range(len(source))]
+  return [_str(r["positive_id"]) for r in rows], [_str(r["positive"]) for r in rows]
+
+
+def load_queries(cfg: ml_collections.ConfigDict, split: str,
+                 corpus_ids: list[str] | None = None) -> EvalQueries:
+  """The distinct queries of ``split`` and their qrels as rows of the corpus.
+
+  Args:
+    cfg: the data config.
+    split: "validation", "test" (or "train").
+    corpus_ids: ``load_corpus(cfg)[0]`` when already loaded.
+
+  Raises:
+    ValueError: a positive that is not in the corpus (a pair file's training text), naming it.
+  """
+  if corpus_ids is None:
+    corpus_ids = load_corpus(cfg)[0]
+  row_of = {doc_id: row for row, doc_id in enumerate(corpus_ids)}
+  source = _source(cfg, split, field="data.eval_split")
+  order: dict[str, int] = {}
+  queries, relevant = [], []
+  for i in range(len(source)):
+    r = source[i]
+    query_id, doc_id = _str(r["query_id"]), _str(r["positive_id"])
+    if doc_id not in row_of:
+      raise ValueError(f"{cfg.name} {split} row {i}: positive {doc_id!r} is not in the corpus, "
+                       "so it cannot be evaluated; evaluate on a split whose positives are "
+                       "corpus documents (validation or test).")
+    if query_id not in order:
+      order[query_id] = len(order)
+      queries.append(_str(r["query"]))
+      relevant.append({})
+    relevant[order[query_id]][row_of[doc_id]] = int(r["score"])
+  return EvalQueries(list(order), queries, relevant)
+
+
+def training_texts(cfg: ml_collections.ConfigDict, split: str = "train"):
+  """Every query, positive and negative of ``split``, in stored order (a tokenizer's input)."""
+  source = _source(cfg, split, field="data.train_split")
+  for i in range(len(source)):
+    r = source[i]
+    yield _str(r["query"])
+    yield _str(r["positive"])
+    yield from (_str(n) for n in r["negatives"])
+
+
+def tokenizer_for(cfg: ml_collections.ConfigDict, directory: str | None = None
+                  ) -> tokenizers.Tokenizer:
+  """The run's tokenizer: ``cfg.tokenizer`` (a tokenizer.json) when set; else ``directory``'s
+  tokenizer.json (a resumed run); else a BPE vocabulary of ``cfg.vocab_size`` trained on the training
+  split and saved there, so the run and its evaluation use the same one."""
+  if cfg.get("tokenizer"):
+    return tokenization.load_tokenizer(cfg.tokenizer)
+  path = os.path.join(directory, TOKENIZER_FILE) if directory else None
+  if path and os.path.isfile(path):
+    return tokenization.load_tokenizer(path)
+  tok = tokenization.train_tokenizer(training_texts(cfg, cfg.train_split),
+                                     vocab_size=cfg.get("vocab_size", 8192))
+  if path:
+    tokenization.save_tokenizer(tok, path)
+    _log.info("Trained a %d-token BPE tokenizer on %s/%s; saved as %s.", tok.get_vocab_size(),
+              cfg.name, cfg.train_split, path)
+  return tok
+
+
+def pairs_iterator(cfg: ml_collections.ConfigDict, tok: tokenizers.Tokenizer, *, seed: int,
+                   global_batch_size: int, process_index: int = 0, process_count: int = 1,
+                   num_negatives: int = 0) -> grain.DatasetIterator:
+  """An infinite iterator over this process's part of shuffled, tokenized global batches of pairs.
+
+  The same global order and per-process slicing as ``jaxcl.data.train_iterator`` (resumable with
+  get_state / set_state); each example is tokenized in the Grain pipeline (``TokenizePairs``) to
+  ``cfg.max_length`` tokens.
+
+  Returns:
+    A Grain DatasetIterator of dicts of arrays [L, ...], L = global_batch_size / process_count (keys:
+    ``jaxcl.data.text.tokenizer.TokenizePairs``).
+  """
+  source = _source(cfg, cfg.train_split, field="data.train_split")
+  if cfg.shuffle_seed is not None:
+    seed = cfg.shuffle_seed
+  ds = pipeline.sliced_dataset(source, seed=seed, global_batch_size=global_batch_size,
+                               process_index=process_index, process_count=process_count)
+  encoder = tokenization.TextEncoder(tok, cfg.max_length)
+  ds = ds.map(tokenization.TokenizePairs(encoder, num_negatives=num_negatives))
+  ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
+  read = grain.ReadOptions(num_threads=cfg.read_threads,
+                           prefetch_buffer_size=cfg.prefetch_buffer_size)
+  it_ds = ds.to_iter_dataset(read)
+  if cfg.num_workers > 0:
+    pipeline._ensure_absl_flags_parsed()  # pylint: disable=protected-access
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers))
+  return iter(it_ds)
