@@ -4,7 +4,7 @@ r"""Every method and every loss, trained on two real datasets over seeds, agains
   python benchmarks/methods.py --quick    # one seed of four cells on digits, 80 steps (minutes)
   python benchmarks/methods.py --table    # only rebuild the table and the PNG from the JSON
 
-Rows: each of the 10 methods through its own config (``configs/<method>_digits.py``), and each loss of
+Rows: each of the 12 image methods through its own config (``configs/<method>_digits.py``), and each loss of
 ``jaxcl.losses.TWO_VIEW_LOSSES`` other than NT-Xent through SimCLR's two-view setup (``method.loss``;
 the losses that read labels get class-balanced batches, ``data.examples_per_class``). Datasets: the
 UCI digits and Animal-Shape (animal silhouettes, a different kind of image), both shipped in installed
@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)  # run from a checkout
 DATASETS = ("digits", "animal_shapes")
 SEEDS = (0, 1, 2)
 METHODS = ("simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins", "vicreg", "supcon",
-           "clip", "siglip")
+           "clip", "siglip", "dino", "ijepa")
 # Loss rows: SimCLR's setup with method.loss = name and these hyperparameters (the margin losses see
 # L2-normalised embeddings, so their margins are distances on the unit sphere: FaceNet's 0.2).
 LOSSES = {
@@ -53,7 +53,7 @@ METRICS = ("knn", "knn_k200", "linear", "online_probe")
 
 # Multi-crop rows: the method's config plus MULTI_CROP_LOCAL local views (14 px next to the 32 px
 # global ones), one encoder pass per resolution.
-MULTI_CROP = ("simclr", "byol")
+MULTI_CROP = ("simclr", "byol", "dino")
 MULTI_CROP_LOCAL = 4
 
 

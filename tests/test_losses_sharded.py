@@ -10,6 +10,7 @@ concatenated global batch:
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from tolerance import assert_close_to_scale, reordered_rtol
@@ -27,6 +28,14 @@ W = (_rng.randn(D_IN, D) / np.sqrt(D_IN)).astype(np.float32)
 RAW = [_rng.randn(N, D_IN).astype(np.float32) for _ in range(2)]
 RAW_QUEUE = _rng.randn(32, D_IN).astype(np.float32)
 
+
+def _jepa_loss_of_rows(a, b, labels, *, axis_name=None):
+  """``jepa_loss`` of [N, 8] rows seen as 1 target block of 2 tokens of 4 features, the block holding
+  the first token always and the second where the label is > 1 (blocks of 1 or 2 tokens)."""
+  masks = jnp.stack([labels >= 0, labels > 1], axis=-1)[:, None]
+  return L.jepa_loss(a.reshape(-1, 1, 2, 4), b.reshape(-1, 2, 4), masks, axis_name=axis_name)
+
+
 # (name, loss, float inputs, int inputs, kwargs)
 CASES = [
     ("nt_xent", L.nt_xent, 2, False, dict(temperature=0.2)),
@@ -42,6 +51,7 @@ CASES = [
     ("moco_infonce", L.moco_infonce, 3, False, dict(temperature=0.2)),
     ("barlow_twins", L.barlow_twins, 2, False, dict(lambda_offdiag=5e-3)),
     ("vicreg", L.vicreg, 2, False, {}),
+    ("jepa_loss", _jepa_loss_of_rows, 2, True, {}),
 ]
 IDS = [c[0] for c in CASES]
 
@@ -172,6 +182,7 @@ def _every_loss(a, b, queue, labels):
       "negative_cosine": L.negative_cosine(a, b),
       "barlow_twins": L.barlow_twins(a, b),
       "vicreg": L.vicreg(a, b),
+      "jepa_loss": _jepa_loss_of_rows(a, b, labels),
       "alignment": L.alignment(a, b),
       "uniformity": L.uniformity(a),
       "rankme": L.rankme(a),
@@ -191,8 +202,9 @@ def test_global_batch_sharded_over_explicit_mesh_without_shard_map(mesh):
   (want_total, want), want_grads = fn(*args)
   with jax.set_mesh(mesh):
     (got_total, got), got_grads = fn(*_put(mesh, args))
-  # The sequence losses take [B, S, K, D] inputs: tests/test_cpc.py covers them the same way.
-  assert set(got) == set(L.__all__) - {"cpc_infonce", "cpc_accuracy"}
+  # The sequence losses take [B, S, K, D] inputs, DINO's [views, B, K]: tests/test_cpc.py and
+  # tests/test_dino.py cover them the same way.
+  assert set(got) == set(L.__all__) - {"cpc_infonce", "cpc_accuracy", "dino_loss"}
   for name in got:
     _assert_close(got[name], want[name], name)
   _assert_close(got_total, want_total, "total")

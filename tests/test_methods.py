@@ -109,8 +109,9 @@ def hand_queue_push(queue, keys, shards):
   return np.concatenate([np.concatenate([k, q[:len(q) - len(k)]]) for q, k in zip(qs, ks)])
 
 
-# CPC trains on sequences: tests/test_cpc.py and test_train_methods.py train it on 8 devices.
-@pytest.mark.parametrize("name", [n for n in methods.NAMES if n != "cpc"])
+# CPC trains on sequences, I-JEPA needs a ViT: tests/test_cpc.py, tests/test_ijepa.py and
+# test_train_methods.py train them on 8 devices.
+@pytest.mark.parametrize("name", [n for n in methods.NAMES if n not in ("cpc", "ijepa")])
 def test_three_jitted_steps_on_8_devices(name, mesh):
   method = build(name)
   if name != "simclr":  # simclr keeps its real augmentation recipe, the others a cheap one
@@ -146,8 +147,8 @@ def test_three_jitted_steps_on_8_devices(name, mesh):
     online = {path: v for path, v in nnx.to_flat_state(p1)}
     for path, v in nnx.to_flat_state(t1):
       old = dict(nnx.to_flat_state(t0))[path]
-      src = online[("encoder",) + path[1:]] if path[0] == "target_encoder" else \
-          online[("projector",) + path[1:]]
+      online_name = {"target_encoder": "encoder", "target_head": "head"}.get(path[0], "projector")
+      src = online[(online_name,) + path[1:]]
       np.testing.assert_allclose(v[...], tau * old[...] + (1 - tau) * src[...], rtol=1e-5, atol=1e-7)
     # And the optimizer left them alone: only the EMA moved them.
     assert not np.allclose(jax.tree.leaves(t1)[0], jax.tree.leaves(p1)[0])
@@ -287,7 +288,8 @@ def test_bf16_compute_keeps_f32_params_and_finite_loss():
 
 def test_configs_and_errors():
   assert methods.NAMES == ("simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins",
-                           "vicreg", "supcon", "clip", "siglip", "metric_learning", "cpc")
+                           "vicreg", "supcon", "clip", "siglip", "metric_learning", "cpc", "dino",
+                           "ijepa")
   for name in methods.NAMES:
     assert methods.default_config(name).name == name
   with pytest.raises(ValueError, match="simclr, moco_v2"):

@@ -18,6 +18,11 @@ def method_smoke_config(name):
     c.unlock()
     c.steps = 2
     return experiment.lock(c)
+  if name == "ijepa":  # needs a ViT: its own config
+    c = experiment.load_config_file(os.path.join(ROOT, "configs", "ijepa_digits.py"), "smoke")
+    c.unlock()
+    c.steps = 2
+    return experiment.lock(c)
   c = experiment.load_config_file(os.path.join(ROOT, "configs", "simclr_digits.py"), "smoke")
   c.unlock()
   experiment.swap_method(c, name)

@@ -126,7 +126,8 @@ def swap_method(c: ml_collections.ConfigDict, name: str, **fields: Any) -> None:
 
 
 _HEAD_FIELDS = {"proj_hidden_dim": 32, "pred_hidden_dim": 32, "proj_out_dim": 16, "embed_dim": 16,
-                "text_width": 16, "text_depth": 1, "text_heads": 2}
+                "text_width": 16, "text_depth": 1, "text_heads": 2, "head_hidden_dim": 32,
+                "head_bottleneck_dim": 16, "out_dim": 64}
 
 
 def shrink_heads(m: ml_collections.ConfigDict) -> None:

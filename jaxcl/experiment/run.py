@@ -174,8 +174,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _export_encoder(method: nnx.Module, config: ml_collections.ConfigDict, workdir: str) -> None:
-  encoder = getattr(method, "encoder", method)
-  params = nnx.state(encoder, nnx.Param)
+  encoder = method.evaluated_encoder() if hasattr(method, "encoder") else method
+  # An EMA teacher's weights are ``Target`` variables; exported, they load as the encoder's parameters.
+  params = nnx.state(encoder, (nnx.Param, methods.Target))
   stats = nnx.state(encoder, nnx.BatchStat)
   checkpoint.export_params(os.path.join(workdir, "encoder"), {"params": params, "batch_stats": stats},
                            meta={"model": config.model.to_dict(), "method": config.method.name,

@@ -58,7 +58,7 @@ def _check_loss(m: ml_collections.ConfigDict) -> bool:
 
 
 #: The methods that train on multi-crop's extra local views (augment.num_local).
-MULTI_CROP_METHODS = ("simclr", "supcon", "metric_learning", "byol")
+MULTI_CROP_METHODS = ("simclr", "supcon", "metric_learning", "byol", "dino")
 
 
 def _check_method(m: ml_collections.ConfigDict) -> None:
@@ -69,10 +69,58 @@ def _check_method(m: ml_collections.ConfigDict) -> None:
     _fail("method.momentum", m.momentum, "the EMA decay must be in [0, 1] (0.99-0.999 is usual).")
   if "distance" in m and m.distance not in ("cosine", "euclidean"):
     _fail("method.distance", m.distance, "use 'cosine' (L2-normalised embeddings) or 'euclidean'.")
+  if "momentum_schedule" in m and m.momentum_schedule not in ("cosine", "constant", "linear"):
+    _fail("method.momentum_schedule", m.momentum_schedule, "use 'cosine' (BYOL), 'constant' (MoCo v2) "
+          "or 'linear' (I-JEPA).")
   for field in ("proj_hidden_dim", "proj_out_dim", "pred_hidden_dim", "embed_dim", "queue_size",
-                "text_width", "text_depth", "text_heads", "proj_layers"):
+                "text_width", "text_depth", "text_heads", "proj_layers", "out_dim", "head_hidden_dim",
+                "head_bottleneck_dim", "head_layers"):
     if field in m and (not isinstance(m[field], int) or m[field] <= 0):
       _fail(f"method.{field}", m[field], "must be a positive integer.")
+  for field in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+    if field in m and not m[field] > 0:
+      _fail(f"method.{field}", m[field], "must be > 0 (DINO: student 0.1, teacher 0.04-0.07).")
+  if "center_momentum" in m and not 0 <= m.center_momentum < 1:
+    _fail("method.center_momentum", m.center_momentum, "the centre's EMA decay must be in [0, 1) "
+          "(DINO: 0.9).")
+  for field in ("teacher_temp_warmup_steps", "freeze_last_layer_steps"):
+    if field in m and (not isinstance(m[field], int) or m[field] < 0):
+      _fail(f"method.{field}", m[field], "must be an integer >= 0 (0: off).")
+
+
+def _check_ijepa(config: ml_collections.ConfigDict) -> None:
+  """I-JEPA's needs: a mean-pooled ViT, a patch grid that holds its blocks, one view, valid ranges."""
+  name = str(_get(config, "model.name", ""))
+  if not name.startswith("vit"):
+    _fail("model.name", name, "method ijepa predicts patch representations: use a ViT (vit_tiny, "
+          "vit_small, vit_base).")
+  if config.model.pool != "mean":
+    _fail("model.pool", config.model.pool, "ijepa evaluates the mean of the target encoder's patch "
+          "tokens and never trains a CLS token; set model.pool='mean'.")
+  size, patch = config.augment.size, config.model.patch_size
+  if size % patch:
+    _fail("augment.size", size, f"ijepa cuts the view into model.patch_size={patch} px patches; use a "
+          f"multiple of {patch}.")
+  if size // patch < 4:
+    _fail("model.patch_size", patch, f"augment.size={size} gives a {size // patch}x{size // patch} "
+          f"grid of patches; I-JEPA's target and context blocks need at least 4x4: use a patch size of "
+          f"at most {size // 4}.")
+  if _get(config, "augment.num_local", 0):
+    _fail("augment.num_local", config.augment.num_local, "ijepa trains on one view (the crop) and "
+          "masks it; set augment.num_local=0.")
+  m = config.method
+  for field in ("num_targets", "predictor_width", "predictor_depth", "predictor_heads"):
+    if not isinstance(m[field], int) or m[field] <= 0:
+      _fail(f"method.{field}", m[field], "must be a positive integer.")
+  if m.predictor_width % 4 or m.predictor_width % m.predictor_heads:
+    _fail("method.predictor_width", m.predictor_width, f"must be a multiple of 4 (2-D sin-cos "
+          f"positions) and of method.predictor_heads={m.predictor_heads}.")
+  for field, high in (("target_scale", 1.0), ("context_scale", 1.0), ("target_aspect_ratio", None),
+                      ("context_aspect_ratio", None)):
+    lo_hi = tuple(m[field])
+    if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] or (high and lo_hi[1] > high):
+      _fail(f"method.{field}", lo_hi, "must be a pair (min, max) with 0 < min <= max"
+            + (" <= 1 (a fraction of the image)." if high else " (height / width)."))
 
 
 def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_count: int = 1,
@@ -116,6 +164,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
           "scaling, e.g. 0.3 for LARS at batch 256).")
   if o.lr_scaling not in optim.LR_SCALINGS:
     _fail("optim.lr_scaling", o.lr_scaling, f"use one of {optim.LR_SCALINGS}.")
+  if o.get("weight_decay_schedule", "constant") not in ("constant", "cosine"):
+    _fail("optim.weight_decay_schedule", o.weight_decay_schedule, "use 'constant' or 'cosine' (from "
+          "optim.weight_decay to optim.weight_decay_end, as DINO's 0.04 -> 0.4).")
+  if o.get("weight_decay_end", 0.0) < 0:
+    _fail("optim.weight_decay_end", o.weight_decay_end, "weight decay must be >= 0.")
   if o.base_batch_size <= 0:
     _fail("optim.base_batch_size", o.base_batch_size, "must be a positive integer (usually 256).")
   if o.weight_decay < 0:
@@ -169,6 +222,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     _fail("data.examples_per_class", per_class, f"must be >= 2 (each anchor needs a positive) and divide "
           f"batch_size={batch}, or 0 to turn the class-balanced batches off.")
 
+  if config.method.name == "ijepa":
+    _check_ijepa(config)
   local = _get(config, "augment.num_local", 0)
   if local:
     if config.method.name not in MULTI_CROP_METHODS:
@@ -177,9 +232,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     if _get(config, "augment.local_size", 0) >= _get(config, "augment.size", 0):
       _fail("augment.local_size", config.augment.local_size, f"local crops must be smaller than the "
             f"global ones (augment.size={config.augment.size}).")
-    if str(_get(config, "model.name", "")).startswith("vit"):
-      _fail("augment.num_local", local, "a ViT's position embeddings are fixed to one image size; "
-            "multi-crop needs a convolutional encoder (resnet*, small_cnn) here.")
+    patch = _get(config, "model.patch_size", 0)
+    if str(_get(config, "model.name", "")).startswith("vit") and config.augment.local_size % patch:
+      _fail("augment.local_size", config.augment.local_size, f"a ViT cuts views into "
+            f"model.patch_size={patch} px patches (its position embeddings are resized to the grid); "
+            f"use a multiple of {patch}.")
     if _get(config, "train.grad_cache_chunks", 0) > 1:
       _fail("train.grad_cache_chunks", config.train.grad_cache_chunks,
             "gradient caching covers two views; set it to 0 with multi-crop (augment.num_local).")

@@ -10,6 +10,8 @@ negatives (``byol_loss``, ``negative_cosine``, ``contrastive_margin``, ``triplet
 local mean: take ``jax.lax.pmean`` of it; the triplet miners take ``axis_name`` and mine the global batch. ``nt_xent``, ``info_nce``, ``clip_loss`` and ``sigmoid_loss`` also take
 ``block_size`` to switch to the memory-linear tiled variants in ``jaxcl.losses.blockwise``.
 ``cpc_infonce`` (and its ``cpc_accuracy``) take sequences: predictions [B, S, K, D] and latents [B, S, D].
+``dino_loss`` takes views of prototype logits: student [Vs, N, K], teacher [Vt, N, K] and the centre [K].
+``jepa_loss`` takes I-JEPA's patch predictions [b, M, N, D], targets [b, N, D] and block masks [b, M, N].
 ``two_view_loss(name_or_path, kwargs)`` (``jaxcl.losses.registry``) turns any of them, or a user's own
 loss, into the two-view objective that a method is given by config (``method.loss``).
 
@@ -23,6 +25,8 @@ from jaxcl.losses.ops import l2_normalize  # noqa: F401
 from jaxcl.losses.contrastive import clip_loss, info_nce, moco_infonce, nt_xent
 from jaxcl.losses.cpc import cpc_accuracy, cpc_infonce
 from jaxcl.losses.debiased import dcl, hard_negative_nt_xent
+from jaxcl.losses.dino import dino_center, dino_loss
+from jaxcl.losses.jepa import jepa_loss
 from jaxcl.losses.metric_learning import (
     batch_hard_triplet,
     batch_semi_hard_triplet,
@@ -48,9 +52,11 @@ __all__ = [
     "cpc_accuracy",
     "cpc_infonce",
     "dcl",
+    "dino_loss",
     "embedding_std",
     "hard_negative_nt_xent",
     "info_nce",
+    "jepa_loss",
     "moco_infonce",
     "negative_cosine",
     "nt_xent",

@@ -12,13 +12,15 @@ from collections.abc import Sequence
 import ml_collections
 from flax import nnx
 
-from jaxcl.methods import (barlow_twins, byol, clip, cpc, metric_learning, moco, simclr, supcon,
-                           vicreg)
+from jaxcl.methods import (barlow_twins, byol, clip, cpc, dino, ijepa, metric_learning, moco, simclr,
+                           supcon, vicreg)
 from jaxcl.methods.barlow_twins import BarlowTwins
 from jaxcl.methods.base import Method, Queue, Stash, Target
 from jaxcl.methods.byol import BYOL, SimSiam
 from jaxcl.methods.clip import CLIP, SigLIP
 from jaxcl.methods.cpc import CPC
+from jaxcl.methods.dino import DINO
+from jaxcl.methods.ijepa import IJEPA
 from jaxcl.methods.metric_learning import MetricLearning
 from jaxcl.methods.moco import MoCoV2, MoCoV3
 from jaxcl.methods.simclr import SimCLR
@@ -38,6 +40,8 @@ _REGISTRY = {
     "siglip": (clip.siglip_default_config, SigLIP),
     "metric_learning": (metric_learning.default_config, MetricLearning),
     "cpc": (cpc.default_config, CPC),
+    "dino": (dino.default_config, DINO),
+    "ijepa": (ijepa.default_config, IJEPA),
 }
 NAMES = tuple(_REGISTRY)
 
@@ -92,6 +96,7 @@ def create(
 
 
 __all__ = [
-    "BYOL", "BarlowTwins", "CLIP", "CPC", "Method", "MetricLearning", "MoCoV2", "MoCoV3", "NAMES", "Queue",
-    "SigLIP", "SimCLR", "SimSiam", "Stash", "SupCon", "Target", "VICReg", "create", "default_config",
+    "BYOL", "BarlowTwins", "CLIP", "CPC", "DINO", "IJEPA", "Method", "MetricLearning", "MoCoV2",
+    "MoCoV3", "NAMES", "Queue", "SigLIP", "SimCLR", "SimSiam", "Stash", "SupCon", "Target",
+    "VICReg", "create", "default_config",
 ]

@@ -78,6 +78,11 @@ class Method(nnx.Module):
   def features(self, images: jax.Array) -> jax.Array:
     raise NotImplementedError
 
+  def evaluated_encoder(self) -> nnx.Module:
+    """The encoder whose weights ``features`` uses, exported as ``workdir/encoder`` at the end of a run.
+    Default: ``self.encoder``; DINO and I-JEPA evaluate their EMA teacher, as their papers do."""
+    return self.encoder
+
   def probe_features(self, batch: dict[str, jax.Array]) -> jax.Array:
     """Features [B, F] of ``batch['image']`` (uint8) for the online linear probe; see module docstring."""
     return self.features(batch["image"].astype(jnp.float32) / 255.0)

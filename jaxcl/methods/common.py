@@ -214,6 +214,22 @@ def cosine_momentum(step: jax.Array, total_steps: int, base: float) -> jax.Array
   return 1.0 - (1.0 - base) * (jnp.cos(math.pi * k / max(total_steps, 1)) + 1.0) / 2.0
 
 
+MOMENTUM_SCHEDULES = ("cosine", "constant", "linear")
+
+
+def momentum_at(step: jax.Array, total_steps: int, base: float, schedule: str) -> jax.Array:
+  """The target decay rate after optimizer step ``step``: BYOL's ``cosine`` from ``base`` to 1,
+  ``constant`` (MoCo v2), or ``linear`` from ``base`` to 1 (I-JEPA)."""
+  if schedule == "constant":
+    return jnp.asarray(base, jnp.float32)
+  if schedule == "cosine":
+    return cosine_momentum(step, total_steps, base)
+  if schedule == "linear":
+    frac = jnp.clip(jnp.asarray(step, jnp.float32) / max(total_steps, 1), 0.0, 1.0)
+    return base + (1.0 - base) * frac
+  raise ValueError(f"method.momentum_schedule must be one of {MOMENTUM_SCHEDULES}, got {schedule!r}")
+
+
 # ---------------------------------------------------------------------------------------------------
 # The MoCo queue.
 
@@ -282,18 +298,22 @@ class ImageMethod(Method):
   def multi_crop(self, views: tuple[jax.Array, ...], forward, axis_name: str | None):
     """Multi-crop (Caron et al. 2020) of the recipe's ``views`` (2 global, then the local ones):
     ``(global outputs [2 x b], local outputs [num_local x b], global encoder features [b, 2, F] or
-    None)``; ``forward(h, bn_axis)`` maps encoder features to the method's outputs.
+    None)``; ``forward(h, bn_axis)`` maps encoder features to the method's outputs. With no local
+    views the local outputs are an empty list.
 
     One encoder pass per resolution (the 2 global views together, then the local views together), not
     padding, so BatchNorm sees each resolution as its own batch, as in SwAV's and DINO's code.
     """
     bn = self.bn_axis(axis_name)
     h = self.encoder(jnp.concatenate(views[:2]), train=True, axis_name=bn)
-    small = self.encoder(jnp.concatenate(views[2:]), train=True, axis_name=bn)
+    local = []
+    if len(views) > 2:
+      small = self.encoder(jnp.concatenate(views[2:]), train=True, axis_name=bn)
+      local = jnp.split(forward(small, bn), len(views) - 2)
     features = None
     if self.hand_over_features:
       features = jnp.stack(jnp.split(jax.lax.stop_gradient(h), 2), axis=1)
-    return (jnp.split(forward(h, bn), 2), jnp.split(forward(small, bn), len(views) - 2), features)
+    return jnp.split(forward(h, bn), 2), local, features
 
   def project_two_views(self, batch: dict[str, jax.Array], axis_name: str | None) -> TwoViews:
     """``TwoViews(z1, z2, features)``: both views through the encoder and ``self.projector`` in one pass.

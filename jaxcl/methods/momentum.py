@@ -9,7 +9,6 @@ to 1 (BYOL, MoCo v3).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
@@ -26,9 +25,9 @@ class MomentumMethod(common.ImageMethod):
     base = float(mcfg.momentum)
     if not 0.0 <= base <= 1.0:
       raise ValueError(f"method.momentum must be in [0, 1], got {base}")
-    if mcfg.momentum_schedule not in ("cosine", "constant"):
-      raise ValueError(
-          f"method.momentum_schedule must be 'cosine' or 'constant', got {mcfg.momentum_schedule!r}")
+    if mcfg.momentum_schedule not in common.MOMENTUM_SCHEDULES:
+      raise ValueError(f"method.momentum_schedule must be one of {common.MOMENTUM_SCHEDULES}, got "
+                       f"{mcfg.momentum_schedule!r}")
     self.momentum = base
     self.momentum_schedule = str(mcfg.momentum_schedule)
     dt = common.model_dtypes(config)
@@ -53,9 +52,7 @@ class MomentumMethod(common.ImageMethod):
 
   def tau(self, step: jax.Array, total_steps: int) -> jax.Array:
     """The target decay rate after optimizer step ``step``."""
-    if self.momentum_schedule == "constant":
-      return jnp.asarray(self.momentum, jnp.float32)
-    return common.cosine_momentum(step, total_steps, self.momentum)
+    return common.momentum_at(step, total_steps, self.momentum, self.momentum_schedule)
 
   def after_step(self, *, step, total_steps):
     tau = self.tau(step, total_steps)

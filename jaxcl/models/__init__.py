@@ -1,4 +1,5 @@
-"""Encoders (ResNet, ViT, SmallCNN, TextTransformer), heads and synchronised BatchNorm, in Flax NNX.
+"""Encoders (ResNet, ViT, SmallCNN, TextTransformer), heads, I-JEPA's predictor and synchronised
+BatchNorm, in Flax NNX.
 
 Every image encoder is called as ``encoder(images [B,H,W,C], *, train, axis_name=None)`` and returns
 float32 features [B, encoder.out_dim]; ``axis_name`` synchronises BatchNorm statistics inside
@@ -6,7 +7,8 @@ float32 features [B, encoder.out_dim]; ``axis_name`` synchronises BatchNorm stat
 """
 
 from jaxcl.models.config import ENCODERS, count_params, create_encoder, default_config, dtypes
-from jaxcl.models.heads import PredictionHead, ProjectionHead
+from jaxcl.models.heads import DINOHead, PredictionHead, ProjectionHead
+from jaxcl.models.jepa import JEPAPredictor, sincos_pos_embed_2d
 from jaxcl.models.norm import BatchNorm
 from jaxcl.models.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50
 from jaxcl.models.small_cnn import SmallCNN
@@ -14,7 +16,8 @@ from jaxcl.models.text import TextTransformer
 from jaxcl.models.vit import TransformerBlock, ViT, vit_base, vit_small, vit_tiny
 
 __all__ = [
-    "ENCODERS", "BasicBlock", "BatchNorm", "Bottleneck", "PredictionHead", "ProjectionHead", "ResNet",
-    "SmallCNN", "TextTransformer", "TransformerBlock", "ViT", "count_params", "create_encoder",
-    "default_config", "dtypes", "resnet18", "resnet34", "resnet50", "vit_base", "vit_small", "vit_tiny",
+    "DINOHead", "ENCODERS", "BasicBlock", "BatchNorm", "Bottleneck", "PredictionHead",
+    "ProjectionHead", "ResNet", "JEPAPredictor", "SmallCNN", "TextTransformer", "TransformerBlock",
+    "ViT", "count_params", "create_encoder", "default_config", "dtypes", "resnet18", "resnet34",
+    "resnet50", "sincos_pos_embed_2d", "vit_base", "vit_small", "vit_tiny",
 ]

@@ -29,7 +29,8 @@ def default_config(encoder: str = "small_cnn") -> ml_collections.ConfigDict:
   Returns:
     A ConfigDict with ``name``, ``dtype`` (compute) and ``param_dtype`` ("float32" | "bfloat16"), and
     the encoder's own fields (ResNet: stem, width_multiplier, zero_init_residual; ViT: image_size,
-    patch_size, pool, mlp_ratio; SmallCNN: widths, strides).
+    patch_size, pool, mlp_ratio, and width, depth, heads, which default to the size the name gives;
+    SmallCNN: widths, strides).
   """
   _check_name(encoder)
   cfg = ml_collections.ConfigDict()
@@ -46,6 +47,7 @@ def default_config(encoder: str = "small_cnn") -> ml_collections.ConfigDict:
     cfg.width_multiplier = 1.0
     cfg.zero_init_residual = False
   else:
+    cfg.width, cfg.depth, cfg.heads = _VIT_SIZES[encoder[len("vit_"):]]
     cfg.image_size = 224
     cfg.patch_size = 16
     cfg.pool = "cls"
@@ -91,7 +93,9 @@ def create_encoder(
   if cfg.name.startswith("resnet"):
     return ResNet(int(cfg.name[len("resnet"):]), stem=cfg.stem, width_multiplier=cfg.width_multiplier,
                   zero_init_residual=cfg.zero_init_residual, **kw)
+  # Configs written before width/depth/heads were fields (old config.json files) get the named size.
   width, depth, heads = _VIT_SIZES[cfg.name[len("vit_"):]]
+  width, depth, heads = cfg.get("width", width), cfg.get("depth", depth), cfg.get("heads", heads)
   return ViT(image_size=image_size or cfg.image_size, patch_size=cfg.patch_size, width=width,
              depth=depth, heads=heads, mlp_ratio=cfg.mlp_ratio, pool=cfg.pool, **kw)
 

@@ -94,3 +94,75 @@ class PredictionHead(ProjectionHead):
     """Builds the predictor (see ``ProjectionHead`` for the arguments); the last layer has no BN."""
     super().__init__(in_dim, hidden_dim=hidden_dim, out_dim=out_dim, num_layers=num_layers,
                      use_bn=True, last_bn=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+class DINOHead(nnx.Module):
+  """DINO's head (Caron et al. 2021, Sec. 3 and its code): an MLP (GELU, optional BN) to a bottleneck,
+  L2 normalisation, then a weight-normalised linear layer without bias to ``out_dim`` prototypes.
+
+  The last layer is ``W = g * V / ||V||`` per output column (Salimans & Kingma 2016); with
+  ``norm_last_layer`` (DINO's default) ``g`` is fixed to 1, so only directions are learned, which the
+  paper found stabilises training. ``freeze_last_layer`` stops the last layer's gradient (DINO freezes
+  it during the first epoch).
+  """
+
+  def __init__(
+      self,
+      in_dim: int,
+      *,
+      hidden_dim: int = 2048,
+      bottleneck_dim: int = 256,
+      out_dim: int = 65536,
+      num_layers: int = 3,
+      use_bn: bool = False,
+      norm_last_layer: bool = True,
+      dtype: jnp.dtype | None = None,
+      param_dtype: jnp.dtype = jnp.float32,
+      rngs: nnx.Rngs,
+  ):
+    """Builds the head.
+
+    Args:
+      in_dim: input width (the encoder's ``out_dim``).
+      hidden_dim: width of the MLP's hidden layers.
+      bottleneck_dim: the MLP's output width, before L2 normalisation.
+      out_dim: number of prototypes K (65,536 in the paper).
+      num_layers: linear layers of the MLP (>= 1; 3 in the paper).
+      use_bn: BatchNorm after each hidden layer (DINO uses it with ResNets only).
+      norm_last_layer: fix the weight norm's gain ``g`` to 1.
+      dtype: compute dtype; parameters stay in ``param_dtype``.
+      param_dtype: parameter dtype.
+      rngs: initialisation keys.
+    """
+    if num_layers < 1:
+      raise ValueError(f"DINO head num_layers must be >= 1, got {num_layers}")
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    init = nnx.initializers.truncated_normal(0.02)
+    dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
+    self.linears = nnx.List([nnx.Linear(dims[i], dims[i + 1], kernel_init=init, rngs=rngs, **kw)
+                             for i in range(num_layers)])
+    self.norms = nnx.List([BatchNorm(dims[i + 1], **kw) if use_bn else None
+                           for i in range(num_layers - 1)])
+    self.last_direction = nnx.Param(init(rngs.params(), (bottleneck_dim, out_dim), param_dtype))
+    self.last_gain = None if norm_last_layer else nnx.Param(jnp.ones((out_dim,), param_dtype))
+    self.dtype = dtype
+    self.out_dim = out_dim
+
+  def __call__(self, x: jax.Array, *, train: bool = False, axis_name: str | None = None,
+               freeze_last_layer: jax.Array | bool = False) -> jax.Array:
+    """Logits [B, out_dim] (float32) of features [B, in_dim]; ``axis_name`` synchronises BN."""
+    for i, lin in enumerate(self.linears):
+      x = lin(x)
+      if i < len(self.linears) - 1:
+        if self.norms[i] is not None:
+          x = self.norms[i](x, train=train, axis_name=axis_name)
+        x = jax.nn.gelu(x, approximate=False)
+    x = x.astype(jnp.float32)
+    x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    v = self.last_direction[...].astype(jnp.float32)
+    v = jnp.where(freeze_last_layer, jax.lax.stop_gradient(v), v)
+    w = v / jnp.maximum(jnp.linalg.norm(v, axis=0, keepdims=True), 1e-12)
+    if self.last_gain is not None:
+      w = w * jnp.where(freeze_last_layer, jax.lax.stop_gradient(self.last_gain[...]),
+                        self.last_gain[...]).astype(jnp.float32)
+    return x @ w

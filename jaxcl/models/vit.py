@@ -4,6 +4,8 @@ with the text tower.
 ViT-Tiny/Small/Base (widths 192/384/768, 12 layers, 3/6/12 heads; Touvron et al. 2021 for Tiny/Small)
 with a configurable patch size, a learned position embedding, and CLS-token or mean pooling. No
 classifier: the output is the final-LayerNorm feature of the CLS token (or of the mean over patches).
+``ViT.tokens`` gives the final-LayerNorm patch tokens instead, optionally with a key mask that hides
+tokens from attention (I-JEPA's context encoder).
 """
 
 from __future__ import annotations
@@ -20,20 +22,25 @@ _VIT_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)
 class TransformerBlock(nnx.Module):
   """Pre-LN block: x + MHSA(LN(x)), then x + MLP(LN(x)) with a GELU MLP of ``mlp_ratio`` x width."""
 
-  def __init__(self, width, heads, *, mlp_ratio=4.0, dtype=None, param_dtype=jnp.float32, rngs):
+  def __init__(self, width, heads, *, mlp_ratio=4.0, init_std=0.0, dtype=None,
+               param_dtype=jnp.float32, rngs):
+    """``init_std`` > 0: the linear kernels start truncated-normal with that std (I-JEPA's predictor:
+    0.02, as timm's ViTs); 0: Flax's default (LeCun normal)."""
     if width % heads:
       raise ValueError(f"transformer width {width} must be divisible by the number of heads {heads}")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    lin = dict(kw, kernel_init=nnx.initializers.truncated_normal(init_std)) if init_std > 0 else kw
     self.heads = heads
     self.ln1 = nnx.LayerNorm(width, epsilon=1e-6, **kw)
-    self.qkv = nnx.Linear(width, 3 * width, **kw)
-    self.proj = nnx.Linear(width, width, **kw)
+    self.qkv = nnx.Linear(width, 3 * width, **lin)
+    self.proj = nnx.Linear(width, width, **lin)
     self.ln2 = nnx.LayerNorm(width, epsilon=1e-6, **kw)
     hidden = int(width * mlp_ratio)
-    self.fc1 = nnx.Linear(width, hidden, **kw)
-    self.fc2 = nnx.Linear(hidden, width, **kw)
+    self.fc1 = nnx.Linear(width, hidden, **lin)
+    self.fc2 = nnx.Linear(hidden, width, **lin)
 
   def __call__(self, x, *, mask=None, is_causal=False):
+    """``x`` [B, T, width]; ``mask``: boolean, broadcastable to [B, heads, T, T] (True: may attend)."""
     b, n, d = x.shape
     qkv = self.qkv(self.ln1(x)).reshape(b, n, 3, self.heads, d // self.heads)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
@@ -105,12 +112,8 @@ class ViT(nnx.Module):
       pos = jax.image.resize(grid, (1, gh, gw, grid.shape[-1]), "bilinear").reshape(1, gh * gw, -1)
     return prefix, pos
 
-  def __call__(self, x: jax.Array, *, train: bool = False, axis_name: str | None = None) -> jax.Array:
-    """Encodes images [B, H, W, C] to float32 features [B, out_dim].
-
-    ``train`` and ``axis_name`` are accepted for a uniform encoder interface; a ViT has no batch norm.
-    """
-    del train, axis_name
+  def _encode(self, x: jax.Array, keep: jax.Array | None) -> jax.Array:
+    """Every token after the final LayerNorm, [B, num_prefix + N, width] (prefix first)."""
     x = self.patch_embed(x)
     b, gh, gw, d = x.shape
     prefix_pos, patch_pos = self._pos_embed(gh, gw)
@@ -118,9 +121,42 @@ class ViT(nnx.Module):
     if self.cls is not None:
       cls = (self.cls[...] + prefix_pos).astype(x.dtype)
       x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), x], axis=1)
+    mask = None
+    if keep is not None:
+      keep = jnp.asarray(keep, bool)
+      if keep.shape != (b, gh * gw):
+        raise ValueError(f"keep must be a boolean [B, N] = [{b}, {gh * gw}] mask over the patches, got "
+                         f"shape {tuple(keep.shape)}")
+      if self.num_prefix:  # the CLS token is always seen
+        keep = jnp.concatenate([jnp.ones((b, self.num_prefix), bool), keep], axis=1)
+      mask = keep[:, None, None, :]  # [B, heads, queries, keys]: a hidden key is hidden from every query
     for blk in self.blocks:
-      x = blk(x)
-    x = self.norm(x)
+      x = blk(x, mask=mask)
+    return self.norm(x)
+
+  def tokens(self, x: jax.Array, *, keep: jax.Array | None = None) -> jax.Array:
+    """The final-LayerNorm patch tokens [B, N, width] (float32, no CLS token) of images [B, H, W, C].
+
+    Args:
+      x: images [B, H, W, C].
+      keep: optional boolean [B, N] key mask over the N = (H / patch) * (W / patch) patches (row-major).
+        A token with ``keep=False`` is attended to by no token, so the kept tokens' outputs equal the
+        encoder run on the kept tokens alone (with their position embeddings). The hidden tokens'
+        own outputs are still computed (static shapes) and mean nothing. Each row needs at least one
+        kept token (or a CLS token).
+
+    Returns:
+      float32 [B, N, width].
+    """
+    return self._encode(x, keep)[:, self.num_prefix:].astype(jnp.float32)
+
+  def __call__(self, x: jax.Array, *, train: bool = False, axis_name: str | None = None) -> jax.Array:
+    """Encodes images [B, H, W, C] to float32 features [B, out_dim].
+
+    ``train`` and ``axis_name`` are accepted for a uniform encoder interface; a ViT has no batch norm.
+    """
+    del train, axis_name
+    x = self._encode(x, None)
     out = x[:, 0] if self.pool == "cls" else jnp.mean(x, axis=1)
     return out.astype(jnp.float32)
 

@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -34,6 +35,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.warmup_fraction = 0.0
   c.end_lr_factor = 0.0        # final lr = peak * end_lr_factor
   c.weight_decay = 1e-6
+  # "cosine": weight decay follows a cosine from weight_decay to weight_decay_end over the run (DINO:
+  # 0.04 -> 0.4); "constant": weight_decay throughout.
+  c.weight_decay_schedule = "constant"
+  c.weight_decay_end = 0.0
   c.momentum = 0.9             # lars / sgd
   c.nesterov = False
   c.b1 = 0.9                   # adamw / lamb
@@ -90,6 +95,23 @@ def make_schedule(cfg: ml_collections.ConfigDict, *, total_steps: int,
       end_value=peak * cfg.end_lr_factor)
 
 
+def make_weight_decay(cfg: ml_collections.ConfigDict, *, total_steps: int) -> float | optax.Schedule:
+  """``weight_decay``, or with ``weight_decay_schedule="cosine"`` a cosine from it to
+  ``weight_decay_end`` over ``total_steps`` (DINO, Caron et al. 2021: 0.04 -> 0.4)."""
+  if cfg.get("weight_decay_schedule", "constant") == "constant":
+    return cfg.weight_decay
+  if cfg.weight_decay_schedule != "cosine":
+    raise ValueError(f"optim.weight_decay_schedule={cfg.weight_decay_schedule!r} is unknown; use "
+                     "'constant' or 'cosine'.")
+  start, end, steps = float(cfg.weight_decay), float(cfg.weight_decay_end), max(total_steps, 1)
+
+  def schedule(count):
+    frac = jnp.minimum(jnp.asarray(count, jnp.float32), steps) / steps
+    return end + (start - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+
+  return schedule
+
+
 def decay_mask(params: Any) -> Any:
   """True for weights that get weight decay and LARS adaptation: arrays with ndim >= 2.
 
@@ -111,22 +133,23 @@ def make_optimizer(cfg: ml_collections.ConfigDict, *, total_steps: int,
     ``(tx, schedule)``.
   """
   schedule = make_schedule(cfg, total_steps=total_steps, global_batch_size=global_batch_size)
+  wd = make_weight_decay(cfg, total_steps=total_steps)
   if cfg.name == "lars":
-    tx = optax.lars(schedule, weight_decay=cfg.weight_decay, weight_decay_mask=decay_mask,
+    tx = optax.lars(schedule, weight_decay=wd, weight_decay_mask=decay_mask,
                     trust_coefficient=cfg.trust_coefficient, eps=0.0, trust_ratio_mask=decay_mask,
                     momentum=cfg.momentum, nesterov=cfg.nesterov)
   elif cfg.name == "lamb":
     # optax.lamb adapts every parameter; mask the trust ratio off biases and norms too.
     tx = optax.chain(
         optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
-        optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+        optax.add_decayed_weights(wd, mask=decay_mask),
         optax.masked(optax.scale_by_trust_ratio(), decay_mask),
         optax.scale_by_learning_rate(schedule))
   elif cfg.name == "adamw":
-    tx = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+    tx = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=wd,
                      mask=decay_mask)
   elif cfg.name == "sgd":
-    tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+    tx = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask),
                      optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
   else:
     raise ValueError(f"optim.name={cfg.name!r} is unknown; use one of {OPTIMIZERS}.")
