@@ -39,7 +39,7 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.norm_last_layer = True        # weight-normalised last layer with its gain fixed to 1
   cfg.student_temp = 0.1
   cfg.teacher_temp = 0.07           # after warm-up
-  cfg.warmup_teacher_temp = 0.04
+  cfg.warmup_teacher_temp = 0.04    # teacher temperature at step 0, before the warm-up
   cfg.teacher_temp_warmup_steps = 0  # linear warm-up of the teacher temperature (30 epochs in the paper)
   cfg.center_momentum = 0.9
   cfg.momentum = 0.996              # teacher EMA, cosine schedule to 1

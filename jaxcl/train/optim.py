@@ -38,7 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
   # "cosine": weight decay follows a cosine from weight_decay to weight_decay_end over the run (DINO:
   # 0.04 -> 0.4); "constant": weight_decay throughout.
   c.weight_decay_schedule = "constant"
-  c.weight_decay_end = 0.0
+  c.weight_decay_end = 0.0     # with weight_decay_schedule="cosine": the weight decay at the last step
   c.momentum = 0.9             # lars / sgd
   c.nesterov = False
   c.b1 = 0.9                   # adamw / lamb
