@@ -69,7 +69,8 @@ def _check_method(m: ml_collections.ConfigDict) -> None:
     _fail("method.momentum", m.momentum, "the EMA decay must be in [0, 1] (0.99-0.999 is usual).")
   if "distance" in m and m.distance not in ("cosine", "euclidean"):
     _fail("method.distance", m.distance, "use 'cosine' (L2-normalised embeddings) or 'euclidean'.")
-  if "momentum_schedule" in m and m.momentum_schedule not in ("cosine", "constant", "linear"):
+  from jaxcl.methods import common  # pylint: disable=g-import-not-at-top
+  if "momentum_schedule" in m and m.momentum_schedule not in common.MOMENTUM_SCHEDULES:
     _fail("method.momentum_schedule", m.momentum_schedule, "use 'cosine' (BYOL), 'constant' (MoCo v2) "
           "or 'linear' (I-JEPA).")
   for field in ("proj_hidden_dim", "proj_out_dim", "pred_hidden_dim", "embed_dim", "queue_size",

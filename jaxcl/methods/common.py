@@ -6,6 +6,7 @@ methods (which networks, which loss, what happens after a step) live in their ow
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -228,6 +229,18 @@ def momentum_at(step: jax.Array, total_steps: int, base: float, schedule: str) -
     frac = jnp.clip(jnp.asarray(step, jnp.float32) / max(total_steps, 1), 0.0, 1.0)
     return base + (1.0 - base) * frac
   raise ValueError(f"method.momentum_schedule must be one of {MOMENTUM_SCHEDULES}, got {schedule!r}")
+
+
+def target_momentum(mcfg: ml_collections.ConfigDict):
+  """``tau(step, total_steps)``: the target decay rate that ``mcfg.momentum`` (the base, in [0, 1]) and
+  ``mcfg.momentum_schedule`` (one of ``MOMENTUM_SCHEDULES``) describe; raises naming a bad field."""
+  base = float(mcfg.momentum)
+  if not 0.0 <= base <= 1.0:
+    raise ValueError(f"method.momentum must be in [0, 1], got {base}")
+  schedule = str(mcfg.momentum_schedule)
+  if schedule not in MOMENTUM_SCHEDULES:
+    raise ValueError(f"method.momentum_schedule must be one of {MOMENTUM_SCHEDULES}, got {schedule!r}")
+  return functools.partial(momentum_at, base=base, schedule=schedule)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -103,8 +103,7 @@ class DINO(common.ImageMethod):
     self.teacher_temps = (float(m.warmup_teacher_temp), float(m.teacher_temp),
                           int(m.teacher_temp_warmup_steps))  # (start, end, warm-up steps)
     self.center_momentum = float(m.center_momentum)
-    self.momentum = float(m.momentum)
-    self.momentum_schedule = str(m.momentum_schedule)
+    self.tau = common.target_momentum(m)
     self.freeze_last_layer_steps = int(m.freeze_last_layer_steps)
 
   def loss(self, batch, *, axis_name=None):
@@ -135,7 +134,7 @@ class DINO(common.ImageMethod):
     return loss, metrics
 
   def after_step(self, *, step, total_steps):
-    tau = common.momentum_at(step, total_steps, self.momentum, self.momentum_schedule)
+    tau = self.tau(step, total_steps)
     common.ema_update(self.target_encoder, self.encoder, tau)
     common.ema_update(self.target_head, self.head, tau)
     self.clock[...] = jnp.asarray(step, jnp.int32) + 1

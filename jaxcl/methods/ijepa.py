@@ -83,9 +83,6 @@ class IJEPA(common.ImageMethod):
     if self.view_size % self.encoder.patch_size:
       raise ValueError(f"augment.size={self.view_size} must be a multiple of model.patch_size="
                        f"{self.encoder.patch_size}")
-    if m.momentum_schedule not in common.MOMENTUM_SCHEDULES:
-      raise ValueError(f"method.momentum_schedule must be one of {common.MOMENTUM_SCHEDULES}, got "
-                       f"{m.momentum_schedule!r}")
     side = self.view_size // self.encoder.patch_size
     self.grid = (side, side)
     self.draw_masks = functools.partial(
@@ -97,8 +94,7 @@ class IJEPA(common.ImageMethod):
         heads=m.predictor_heads, mlp_ratio=config.model.mlp_ratio, rngs=rngs,
         **common.model_dtypes(config))
     self.target_encoder = common.make_target(self.encoder)
-    self.momentum = float(m.momentum)
-    self.momentum_schedule = str(m.momentum_schedule)
+    self.tau = common.target_momentum(m)
 
   def masks(self, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Each example's ``(context [b, N], targets [b, M, N])`` from its key ``batch['key']``."""
@@ -126,7 +122,7 @@ class IJEPA(common.ImageMethod):
     return loss, metrics
 
   def after_step(self, *, step, total_steps):
-    tau = common.momentum_at(step, total_steps, self.momentum, self.momentum_schedule)
+    tau = self.tau(step, total_steps)
     common.ema_update(self.target_encoder, self.encoder, tau)
 
   def evaluated_encoder(self) -> nnx.Module:

@@ -22,14 +22,7 @@ class MomentumMethod(common.ImageMethod):
                rngs: nnx.Rngs, use_predictor: bool):
     super().__init__(config, image_shape=image_shape, rngs=rngs)
     mcfg = config.method
-    base = float(mcfg.momentum)
-    if not 0.0 <= base <= 1.0:
-      raise ValueError(f"method.momentum must be in [0, 1], got {base}")
-    if mcfg.momentum_schedule not in common.MOMENTUM_SCHEDULES:
-      raise ValueError(f"method.momentum_schedule must be one of {common.MOMENTUM_SCHEDULES}, got "
-                       f"{mcfg.momentum_schedule!r}")
-    self.momentum = base
-    self.momentum_schedule = str(mcfg.momentum_schedule)
+    self.tau = common.target_momentum(mcfg)  # tau(step, total_steps): the target decay rate
     dt = common.model_dtypes(config)
     self.projector = common.projector(self.encoder.out_dim, mcfg, dt, rngs)
     self.predictor = common.predictor(mcfg.proj_out_dim, mcfg, dt, rngs) if use_predictor else None
@@ -49,10 +42,6 @@ class MomentumMethod(common.ImageMethod):
     z = self.target_projector(self.target_encoder(x, train=True, axis_name=bn), train=True,
                               axis_name=bn)
     return jax.lax.stop_gradient(z)
-
-  def tau(self, step: jax.Array, total_steps: int) -> jax.Array:
-    """The target decay rate after optimizer step ``step``."""
-    return common.momentum_at(step, total_steps, self.momentum, self.momentum_schedule)
 
   def after_step(self, *, step, total_steps):
     tau = self.tau(step, total_steps)
