@@ -4,6 +4,10 @@
   jaxcl eval --workdir runs/simclr_digits [--config configs/simclr_digits.py] [--step N]
   jaxcl prepare-data cifar10 [--manual_dir ~/Downloads] [--data_dir D]
   jaxcl prepare-data --from_pairs pairs.jsonl [--from_beir DIR] --name NAME   (text retrieval)
+  jaxcl mine --workdir runs/retrieval --name stdlib_code_mined [--num_negatives 4 --margin 0.95]
+  jaxcl embed --workdir runs/retrieval [--input corpus.jsonl] [--index DIR]
+  jaxcl search --workdir runs/retrieval "remove a directory tree" [--k 10] [--query_file F]
+  jaxcl search --workdir runs/simclr_digits --image digit.png          (an image run's neighbours)
   jaxcl show-views --config configs/simclr_digits.py --out views.png
   jaxcl config --config configs/simclr_digits.py [--config.steps=500]   (every field, explained)
   jaxcl <command> --help          jaxcl --version
@@ -23,7 +27,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-COMMANDS = ("train", "eval", "prepare-data", "show-views", "config")
+COMMANDS = ("train", "eval", "prepare-data", "show-views", "config", "mine", "embed", "search")
 _MULTI_HOST = ("coordinator_address", "num_processes", "process_id", "distributed")
 # The flags each command reads (what `jaxcl <command> --help` lists).
 COMMAND_FLAGS = {
@@ -33,6 +37,9 @@ COMMAND_FLAGS = {
                      "name", "test_fraction"),
     "show-views": ("config", "out", "num_views", "num_images"),
     "config": ("config",),
+    "mine": ("workdir", "name", "num_negatives", "top_k", "skip", "margin", "step", "config"),
+    "embed": ("workdir", "input", "index", "overwrite", "step", "config"),
+    "search": ("workdir", "k", "query_file", "image", "index", "exact", "step", "config"),
 }
 USAGE = __doc__
 
@@ -62,6 +69,23 @@ _NAME = flags.DEFINE_string("name", None, "prepare-data --from_folder/--from_pai
 _TEST_FRACTION = flags.DEFINE_float(
     "test_fraction", 0.2, "prepare-data --from_folder: share of images held out as test; "
     "--from_pairs alone: share of distinct queries held out as test.")
+_NUM_NEGATIVES = flags.DEFINE_integer("num_negatives", 4, "mine: hard negatives kept per query.")
+_TOP_K = flags.DEFINE_integer("top_k", 50, "mine: candidates per query (best non-positive documents).")
+_SKIP = flags.DEFINE_integer("skip", 0, "mine: the best surviving candidates passed over.")
+_MARGIN = flags.DEFINE_float(
+    "margin", 0.95, "mine: drop candidates scoring above margin x the positive's score (false "
+    "negatives; NV-Retriever's TopK-PercPos); 0 keeps every candidate.")
+_INPUT = flags.DEFINE_string("input", None, "embed: a corpus file (.jsonl/.csv/.tsv/.parquet with id "
+                             "and text) to embed instead of the run's dataset corpus.")
+_INDEX = flags.DEFINE_string("index", None, "embed / search: the index folder (default: "
+                             "<workdir>/index).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "embed: replace an existing index.")
+_K = flags.DEFINE_integer("k", 10, "search: results per query.")
+_QUERY_FILE = flags.DEFINE_string("query_file", None, "search: a file of queries, one per line.")
+_IMAGE = flags.DEFINE_multi_string("image", [], "search (image runs): an image file to find the "
+                                   "nearest neighbours of (repeatable).")
+_EXACT = flags.DEFINE_bool("exact", True, "search: exact search (sharded over the devices); "
+                           "--noexact uses usearch's HNSW graph (pip install 'jaxcl[ann]').")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index.")
@@ -158,6 +182,71 @@ def _eval() -> None:
   from jaxcl import experiment  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value if _CONFIG.value is not None else _config_from_workdir(_WORKDIR.value)
   experiment.evaluate_checkpoint(config, _WORKDIR.value, step=_STEP.value)
+
+
+def _run_config(command: str):
+  """The config of the run in --workdir: --config if given, else the run's config.json."""
+  if not _WORKDIR.value:
+    _usage_error(f"{command} needs --workdir (a finished training run).")
+  return _CONFIG.value if _CONFIG.value is not None else _config_from_workdir(_WORKDIR.value)
+
+
+def _mine() -> None:
+  if not _NAME.value:
+    _usage_error("mine needs --name NAME: the new dataset the mined negatives are stored in.")
+  config = _run_config("mine")
+  from jaxcl.experiment import serve  # pylint: disable=g-import-not-at-top
+  out = serve.mine(config, _WORKDIR.value, name=_NAME.value, num_negatives=_NUM_NEGATIVES.value,
+                   top_k=_TOP_K.value, skip=_SKIP.value, margin=_MARGIN.value or None,
+                   step=_STEP.value)
+  print(f"{_NAME.value}: {out['negatives_per_query']:.2f} negatives for each of {out['queries']} "
+        f"training queries (dropped {out['dropped_positives']} known positives and "
+        f"{out['dropped_margin']} candidates above the margin); prepared in {out['path']}.\n"
+        f"Train with them: --config.data.name={_NAME.value} "
+        f"--config.method.num_negatives={_NUM_NEGATIVES.value}")
+
+
+def _embed() -> None:
+  config = _run_config("embed")
+  from jaxcl.experiment import serve  # pylint: disable=g-import-not-at-top
+  found = serve.embed(config, _WORKDIR.value, out=_INDEX.value, input_path=_INPUT.value,
+                      step=_STEP.value, overwrite=_OVERWRITE.value)
+  print(f"{found.count} embeddings ({found.dim}-d) written to {found.path}")
+
+
+def _read_images(paths: list[str], config) -> "np.ndarray":
+  """The image files as the run's uint8 [B, S, S, C] (decoded, resized and centre-cropped)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxcl import data  # pylint: disable=g-import-not-at-top
+  from jaxcl.data import images, transforms  # pylint: disable=g-import-not-at-top
+  channels = data.info(config.data).image_shape[-1]
+  out = []
+  for path in paths:
+    with open(path, "rb") as f:
+      image = images.decode_image(f.read(), source=path)
+    image = image[..., None] if image.ndim == 2 else image[..., :3]  # grey gets a channel; no alpha
+    if image.shape[-1] != channels:  # grey <-> RGB, to what the run trained on
+      image = (np.repeat(image, channels, -1) if channels == 3 else
+               image.mean(-1, keepdims=True).round().astype(np.uint8))
+    out.append(transforms.resize_and_crop(image, config.data.image_size, config.data.resize_method))
+  return np.stack(out)
+
+
+def _search(queries: list[str]) -> None:
+  config = _run_config("search")
+  if _QUERY_FILE.value:
+    with open(_QUERY_FILE.value, encoding="utf-8") as f:
+      queries = queries + [line.strip() for line in f if line.strip()]
+  from jaxcl.experiment import serve  # pylint: disable=g-import-not-at-top
+  images = _read_images(_IMAGE.value, config) if _IMAGE.value else None
+  results = serve.search(config, _WORKDIR.value, queries, images=images, k=_K.value,
+                         index_dir=_INDEX.value, exact=_EXACT.value, step=_STEP.value)
+  texts = serve.document_texts(config, serve.load_search_index(_WORKDIR.value, _INDEX.value))
+  for query, hits in zip(queries or _IMAGE.value, results):
+    print(f"\n{query}")
+    for rank, (doc_id, score) in enumerate(hits, 1):
+      snippet = " ".join(texts.get(doc_id, "").split())[:100]
+      print(f"  {rank:>2}. {score:.3f}  {doc_id}" + (f"  {snippet}" if snippet else ""))
 
 
 def _prepare_text(data) -> None:
@@ -257,6 +346,8 @@ def run(argv: list[str] | None = None) -> None:
     # Called again in one process (tests, notebooks), or after a library parsed flags for itself:
     # start from the defaults so --config registers its --config.* overrides afresh.
     FLAGS.unparse_flags()
+  for name in [n for n in FLAGS if n.startswith("config.")]:
+    delattr(FLAGS, name)  # the last call's overrides, registered when its config was loaded
   flag_argv = [argv[0]] + argv[2:]
   saved_argv, sys.argv = sys.argv, flag_argv  # config_flags finds --config.* overrides in sys.argv
   try:
@@ -273,13 +364,16 @@ def run(argv: list[str] | None = None) -> None:
     if command == "train" and _CONFIG.value is not None:
       print("\n" + _describe_config())
     return
-  if command != "prepare-data" and positional:
+  if command not in ("prepare-data", "search") and positional:
     _usage_error(f"unexpected arguments {positional}.")
   try:
     if command == "prepare-data":
       _prepare_data(positional)
+    elif command == "search":
+      _search(positional)
     else:
-      {"train": _train, "eval": _eval, "show-views": _show_views, "config": _print_config}[command]()
+      {"train": _train, "eval": _eval, "show-views": _show_views, "config": _print_config,
+       "mine": _mine, "embed": _embed}[command]()
   except KeyboardInterrupt:
     if os.environ.get("JAXCL_TRACEBACK"):
       raise

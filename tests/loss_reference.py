@@ -223,3 +223,30 @@ def embedding_std(z):
 def positive_top1(a, b):
   a, b = _unit(a), _unit(b)
   return np.mean([np.argmax(b @ a[i]) == i for i in range(len(a))])
+
+
+def retrieval_infonce(q, p, negatives=None, temperature=0.05, valid=None, keys=None,
+                      symmetric=False):
+  """DPR / E5 InfoNCE, eq. as printed: query i's candidates are every positive p_j (j != i dropped
+  when keys[j] == keys[i]) and every valid hard negative n_jh of every row j."""
+  q, p = _unit(q), _unit(p)
+  n = len(q)
+  negs = [] if negatives is None else [
+      _unit(negatives[j])[h] for j in range(n) for h in range(negatives.shape[1])
+      if valid is None or valid[j][h]]
+
+  def same(i, j):
+    return keys is not None and i != j and keys[i] == keys[j]
+
+  total = 0.0
+  for i in range(n):
+    denom = sum(np.exp(q[i] @ p[j] / temperature) for j in range(n) if not same(i, j))
+    denom += sum(np.exp(q[i] @ d / temperature) for d in negs)
+    total += -np.log(np.exp(q[i] @ p[i] / temperature) / denom)
+  if symmetric:
+    back = 0.0
+    for i in range(n):
+      denom = sum(np.exp(p[i] @ q[j] / temperature) for j in range(n) if not same(i, j))
+      back += -np.log(np.exp(p[i] @ q[i] / temperature) / denom)
+    total = 0.5 * (total + back)
+  return total / n

@@ -32,8 +32,9 @@ def test_config_is_documented_locked_and_valid(path):
   # Full configs of datasets that are not prepared here are checked without touching the data.
   experiment.validate(c, num_devices=8, check_data=c.data.name == "digits")
   smoke = experiment.load_config_file(path, "smoke")
-  # Smoke runs use the embedded data: digits, or PLAID for the sequence method.
-  assert smoke.steps <= 5 and smoke.batch_size <= 32 and smoke.data.name in ("digits", "plaid")
+  # Smoke runs use the embedded data: digits, PLAID for the sequence method, stdlib_code for text.
+  assert smoke.steps <= 5 and smoke.batch_size <= 32
+  assert smoke.data.name in ("digits", "plaid", "stdlib_code")
   assert smoke.method.name == c.method.name
   experiment.validate(smoke, num_devices=8)
 

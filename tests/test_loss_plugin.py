@@ -78,9 +78,10 @@ REFERENCES = {
 def test_every_two_view_loss_is_covered():
   assert set(REFERENCES) == set(losses.TWO_VIEW_LOSSES)
   # Every objective of the package that compares two views is in the plug-in.
-  # Need a predictor / a queue / sequences / a teacher's views and centre / patch predictions.
+  # Need a predictor / a queue / sequences / a teacher's views and centre / patch predictions /
+  # a document tower's hard negatives.
   not_two_view = {"byol_loss", "negative_cosine", "moco_infonce", "cpc_infonce", "cpc_accuracy",
-                  "dino_loss", "jepa_loss"}
+                  "dino_loss", "jepa_loss", "retrieval_infonce"}
   objectives = set(losses.__all__) - {"alignment", "uniformity", "rankme", "embedding_std",
                                       "positive_top1"}
   assert objectives - not_two_view == set(losses.TWO_VIEW_LOSSES)

@@ -183,6 +183,8 @@ def _every_loss(a, b, queue, labels):
       "barlow_twins": L.barlow_twins(a, b),
       "vicreg": L.vicreg(a, b),
       "jepa_loss": _jepa_loss_of_rows(a, b, labels),
+      "retrieval_infonce": L.retrieval_infonce(a, b, b[::-1][:, None], positive_keys=labels,
+                                               symmetric=True),
       "alignment": L.alignment(a, b),
       "uniformity": L.uniformity(a),
       "rankme": L.rankme(a),

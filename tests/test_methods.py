@@ -29,7 +29,8 @@ def tiny_config(name: str) -> ml_collections.ConfigDict:
   cfg.augment = augment.default_config("simclr", size=SIZE)
   cfg.method = methods.default_config(name)
   small = dict(proj_hidden_dim=16, proj_out_dim=8, pred_hidden_dim=16, queue_size=32, embed_dim=8,
-               text_width=16, text_depth=1, text_heads=2)
+               text_width=16, text_depth=1, text_heads=2, head_hidden_dim=16,
+               head_bottleneck_dim=8, out_dim=64)
   for k, v in small.items():
     if k in cfg.method:
       cfg.method[k] = v
@@ -109,9 +110,9 @@ def hand_queue_push(queue, keys, shards):
   return np.concatenate([np.concatenate([k, q[:len(q) - len(k)]]) for q, k in zip(qs, ks)])
 
 
-# CPC trains on sequences, I-JEPA needs a ViT: tests/test_cpc.py, tests/test_ijepa.py and
-# test_train_methods.py train them on 8 devices.
-@pytest.mark.parametrize("name", [n for n in methods.NAMES if n not in ("cpc", "ijepa")])
+# CPC trains on sequences, I-JEPA needs a ViT, retrieval text: tests/test_cpc.py, tests/test_ijepa.py,
+# tests/test_retrieval.py and test_train_methods.py train them on 8 devices.
+@pytest.mark.parametrize("name", [n for n in methods.NAMES if n not in ("cpc", "ijepa", "retrieval")])
 def test_three_jitted_steps_on_8_devices(name, mesh):
   method = build(name)
   if name != "simclr":  # simclr keeps its real augmentation recipe, the others a cheap one
@@ -289,7 +290,7 @@ def test_bf16_compute_keeps_f32_params_and_finite_loss():
 def test_configs_and_errors():
   assert methods.NAMES == ("simclr", "moco_v2", "moco_v3", "byol", "simsiam", "barlow_twins",
                            "vicreg", "supcon", "clip", "siglip", "metric_learning", "cpc", "dino",
-                           "ijepa")
+                           "ijepa", "retrieval")
   for name in methods.NAMES:
     assert methods.default_config(name).name == name
   with pytest.raises(ValueError, match="simclr, moco_v2"):

@@ -18,8 +18,10 @@ def method_smoke_config(name):
     c.unlock()
     c.steps = 2
     return experiment.lock(c)
-  if name == "ijepa":  # needs a ViT: its own config
-    c = experiment.load_config_file(os.path.join(ROOT, "configs", "ijepa_digits.py"), "smoke")
+  own = {"ijepa": "ijepa_digits.py",            # needs a ViT
+         "retrieval": "retrieval_stdlib_code.py"}  # text pairs
+  if name in own:
+    c = experiment.load_config_file(os.path.join(ROOT, "configs", own[name]), "smoke")
     c.unlock()
     c.steps = 2
     return experiment.lock(c)

@@ -53,6 +53,8 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
       needed where the stored length varies (audio: e.g. 16000 for speech_commands' 1 s clips).
     max_length: for text: tokens per text after tokenization ([CLS] and [SEP] included); longer
       texts are truncated, shorter ones padded.
+    query_max_length: for text: tokens per query when queries are much shorter than documents
+      (a docstring's first sentence against a function's code); 0: max_length.
     tokenizer: for text: a tokenizer.json (Hugging Face tokenizers) to use; None trains a BPE
       vocabulary on the training split and saves it with the run.
     vocab_size: for text: the size of the vocabulary trained when tokenizer is None.
@@ -83,6 +85,7 @@ def default_config(name: str = "digits") -> ml_collections.ConfigDict:
   cfg.sequence_length = config_dict.placeholder(int)
   cfg.label_key = "label"
   cfg.max_length = 128
+  cfg.query_max_length = 0
   cfg.tokenizer = config_dict.placeholder(str)
   cfg.vocab_size = 8192
   return cfg

@@ -24,19 +24,20 @@ import numpy as np
 from flax import nnx
 
 
-@functools.partial(jax.jit, static_argnames=("fn",))
-def _apply_fn(weights, images, *, fn):
+@functools.partial(jax.jit, static_argnames=("fn", "pixels"))
+def _apply_fn(weights, x, *, fn, pixels):
   del weights
-  return fn(_to_unit_float(images))
+  return fn(_to_unit_float(x) if pixels else x)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "name"))
-def _apply_module(weights, images, *, graphdef, name):
+@functools.partial(jax.jit, static_argnames=("graphdef", "name", "pixels"))
+def _apply_module(weights, x, *, graphdef, name, pixels):
   # A fresh merged copy: whatever the method mutates (it should not, in eval mode) is dropped.
-  return getattr(nnx.merge(graphdef, weights), name)(_to_unit_float(images))
+  return getattr(nnx.merge(graphdef, weights), name)(_to_unit_float(x) if pixels else x)
 
 
-def _jitted_features(features_fn: Any) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
+def _jitted_features(features_fn: Any, pixels: bool = True
+                     ) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
   """Returns ``(apply, weights)`` with ``apply(weights, images)`` jitted and cached across calls.
 
   Module weights are passed as arguments (not closed over) so repeated evaluations during training
@@ -47,9 +48,9 @@ def _jitted_features(features_fn: Any) -> tuple[Callable[[Any, jax.Array], jax.A
   elif inspect.ismethod(features_fn) and isinstance(features_fn.__self__, nnx.Module):
     module, name = features_fn.__self__, features_fn.__name__
   else:
-    return functools.partial(_apply_fn, fn=features_fn), None
+    return functools.partial(_apply_fn, fn=features_fn, pixels=pixels), None
   graphdef, state = nnx.split(module)
-  return functools.partial(_apply_module, graphdef=graphdef, name=name), state
+  return functools.partial(_apply_module, graphdef=graphdef, name=name, pixels=pixels), state
 
 
 def _to_unit_float(x: jax.Array) -> jax.Array:
@@ -79,6 +80,7 @@ def extract_features(
     mesh: jax.sharding.Mesh | None = None,
     data_axis: str = "data",
     progress: str | None = None,
+    pixels: bool = True,
 ) -> np.ndarray:
   """Runs a representation over a dataset in fixed-size batches and returns the features on the host.
 
@@ -93,6 +95,8 @@ def extract_features(
       already placed on it.
     data_axis: mesh axis the batch is split over.
     progress: a description to show a tqdm bar over the batches with (None: no bar).
+    pixels: integer inputs are uint8 pixels, divided by 255 on the device; False passes the inputs
+      unchanged (token ids [N, L] to a text tower's ``encode_*``).
 
   Returns:
     float32 [N, F] features.
@@ -113,7 +117,7 @@ def extract_features(
       )
     sharding = jax.sharding.NamedSharding(mesh, jax.P(data_axis))
 
-  apply, weights = _jitted_features(features_fn)
+  apply, weights = _jitted_features(features_fn, pixels)
   if mesh is not None and weights is not None:
     weights = _replicate_on(weights, mesh)  # once, not per batch
 

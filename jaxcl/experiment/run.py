@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from jaxcl import data, evaluate, methods, report
-from jaxcl.experiment import describe, validation
+from jaxcl.experiment import describe, retrieval, validation
 from jaxcl.train import Checkpointer, TrainSetup, checkpoint, fit, grad_cache, mesh, optim
 from jaxcl.train.online_probe import OnlineProbe
 from jaxcl.train.preemption import Preempted
@@ -36,14 +36,20 @@ def apply_compute_dtype(config: ml_collections.ConfigDict) -> None:
 
 
 def build_setup(config: ml_collections.ConfigDict, mesh_: jax.sharding.Mesh,
-                info: data.DataInfo) -> TrainSetup:
-  """The ``TrainSetup`` a config describes: its method, optimiser and schedule on ``mesh_``."""
-  create = functools.partial(methods.create, config, image_shape=tuple(info.image_shape),
-                             num_classes=info.num_classes, class_names=list(info.class_names))
+                info: data.DataInfo | None = None, **text: int) -> TrainSetup:
+  """The ``TrainSetup`` a config describes: its method, optimiser and schedule on ``mesh_``.
+
+  ``info`` describes an image or sequence dataset; a text method gets its tokenizer's ``vocab_size``
+  and ``pad_id`` instead (``jaxcl.experiment.retrieval``).
+  """
+  facts = text if info is None else dict(image_shape=tuple(info.image_shape),
+                                         num_classes=info.num_classes,
+                                         class_names=list(info.class_names))
+  create = functools.partial(methods.create, config, **facts)
   tx, schedule = optim.make_optimizer(config.optim, total_steps=config.steps,
                                       global_batch_size=config.batch_size)
   probe = None
-  if config.eval.online_probe and info.num_classes >= 2:  # only where the data has labels
+  if info is not None and config.eval.online_probe and info.num_classes >= 2:  # data with labels
     probe = OnlineProbe(info.num_classes, image_shape=tuple(info.image_shape),
                         tx=optax.adam(config.eval.online_probe_lr))
   setup = TrainSetup(lambda rngs: create(rngs=rngs), mesh=mesh_, tx=tx, schedule=schedule,
@@ -55,16 +61,24 @@ def build_setup(config: ml_collections.ConfigDict, mesh_: jax.sharding.Mesh,
     raise ValueError(
         f"config.train.grad_cache_chunks={chunks}: method {config.method.name!r} does not implement "
         "embed() and loss_from_embeddings(); set train.grad_cache_chunks=0 or use a method that "
-        "supports gradient caching (simclr, supcon).")
+        "supports gradient caching (simclr, supcon, retrieval).")
   return setup
 
 
-def _prepare(config: ml_collections.ConfigDict) -> tuple[TrainSetup, data.DataInfo]:
+def _prepare(config: ml_collections.ConfigDict, workdir: str):
+  """Validated config -> (setup, evaluator, ``iterator(start_state)``) for its kind of data."""
   mesh_ = mesh.make_mesh(config.train.num_devices or None)
   validation.validate(config, num_devices=mesh_.size, process_count=jax.process_count())
   apply_compute_dtype(config)
+  if config.method.name in methods.TEXT_METHODS:
+    tokens = retrieval.tokenizer(config, workdir)
+    setup = build_setup(config, mesh_, vocab_size=tokens.vocab_size, pad_id=tokens.pad_id)
+    return setup, retrieval.SearchEvaluator(config, setup, tokens), retrieval.pairs_stream(config,
+                                                                                            tokens)
   info = data.info(config.data)
-  return build_setup(config, mesh_, info), info
+  setup = build_setup(config, mesh_, info)
+  return (setup, Evaluator(config, setup, info),
+          lambda start_state: data_iterator(config, start_state=start_state))
 
 
 def data_iterator(config: ml_collections.ConfigDict, *, start_state: Any = None):
@@ -90,7 +104,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   workdir = os.path.abspath(workdir)
   t = config.train
-  setup, info = _prepare(config)
+  setup, evaluator, make_iterator = _prepare(config, workdir)
   is_main = jax.process_index() == 0
 
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_checkpoints,
@@ -116,12 +130,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.write_text("config", str(config))
 
   end = min(t.stop_at, config.steps) if t.stop_at else config.steps
-  it = data_iterator(config, start_state=data_state) if start < end else None
+  it = make_iterator(data_state) if start < end else None
   if it is not None and data_state is None and start > 0:
     # The process count changed since the save: replay the stream up to `start` (rare, slow path).
     for _ in range(start):
       next(it)
-  evaluator = Evaluator(config, setup, info)
   knn_every = config.eval.knn_every
 
   def monitor(step: int, state: dict) -> dict[str, float]:
@@ -205,7 +218,8 @@ class Evaluator:
       self._arrays = train, test
     return self._arrays
 
-  def _batch_size(self) -> int:
+  def batch_size(self) -> int:
+    """Images per evaluation step: ``eval.batch_size`` rounded down to a multiple of the devices."""
     n = self.mesh.size
     return max(n, self.config.eval.batch_size // n * n)
 
@@ -217,7 +231,7 @@ class Evaluator:
     """The in-training monitor: kNN accuracy, and the online probe's test accuracy if it has one."""
     train, test = self.arrays()
     e = self.config.eval
-    feats = functools.partial(evaluate.extract_features, batch_size=self._batch_size(), mesh=self.mesh)
+    feats = functools.partial(evaluate.extract_features, batch_size=self.batch_size(), mesh=self.mesh)
     test_f = feats(method, test[0])
     out = {"knn_monitor": evaluate.knn_accuracy(
         feats(method, train[0]), train[1], test_f, test[1], k=e.knn_k, temperature=e.knn_temperature,
@@ -237,7 +251,7 @@ class Evaluator:
 
   def _features(self, timings: dict[str, float], rep: str, features_fn, train, test):
     def both():
-      kw = dict(batch_size=self._batch_size(), mesh=self.mesh)
+      kw = dict(batch_size=self.batch_size(), mesh=self.mesh)
       bar = lambda split: f"{rep}: {split} features" if self._is_main else None  # noqa: E731
       return (evaluate.extract_features(features_fn, train[0], progress=bar("train"), **kw),
               evaluate.extract_features(features_fn, test[0], progress=bar("test"), **kw))
@@ -356,6 +370,19 @@ def _flat_pixels(images: np.ndarray) -> np.ndarray:
   return x / 255.0 if np.issubdtype(images.dtype, np.integer) else x
 
 
+def restore_method(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None):
+  """The trained method of a run: ``(method, evaluator, meta, state)`` from ``workdir``'s newest complete
+  checkpoint (or ``step``'s); ``evaluator`` is the run's (it holds a text run's tokenizer)."""
+  workdir = os.path.abspath(workdir)
+  setup, evaluator, _ = _prepare(config, workdir)
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+  try:
+    state, _, meta = checkpointer.restore(setup.abstract_state, step=step)
+  finally:
+    checkpointer.close()
+  return setup.method(state), evaluator, meta, state
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
                         step: int | None = None) -> dict[str, Any]:
   """``jaxcl eval``: kNN + linear probe (and baselines) of a checkpoint in ``workdir``.
@@ -368,15 +395,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The evaluation metrics, as the end of ``train_and_evaluate`` reports them.
   """
-  workdir = os.path.abspath(workdir)
-  setup, info = _prepare(config)
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
-  state, _, meta = checkpointer.restore(setup.abstract_state, step=step)
-  checkpointer.close()
   with config.unlocked():
     config.eval.final = True
-  result = Evaluator(config, setup, info).final(setup.method(state), workdir=workdir,
-                                                is_main=jax.process_index() == 0,
-                                                probe=state.get("probe"))
+  method, evaluator, meta, state = restore_method(config, workdir, step=step)
+  result = evaluator.final(method, workdir=os.path.abspath(workdir),
+                           is_main=jax.process_index() == 0, probe=state.get("probe"))
   result["step"] = int(meta.get("step", -1))
   return result

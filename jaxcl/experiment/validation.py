@@ -124,6 +124,42 @@ def _check_ijepa(config: ml_collections.ConfigDict) -> None:
             + (" <= 1 (a fraction of the image)." if high else " (height / width)."))
 
 
+def _check_text(config: ml_collections.ConfigDict, check_data: bool) -> None:
+  """The text methods' fields: the tower, the negatives, the tokenizer's length, the dataset."""
+  m, d = config.method, config.data
+  if _get(config, "model.name") != "text_transformer":
+    _fail("model.name", _get(config, "model.name"), "method 'retrieval' trains text towers; set "
+          "config.model = jaxcl.models.default_config('text_transformer').")
+  if not m.temperature > 0:
+    _fail("method.temperature", m.temperature, "must be > 0 (0.05 is usual for retrievers).")
+  if m.num_negatives < 0:
+    _fail("method.num_negatives", m.num_negatives, "must be >= 0 (0: in-batch negatives only).")
+  if m.projection_dim < 0:
+    _fail("method.projection_dim", m.projection_dim, "must be >= 0 (0: no projection).")
+  if m.loss_block_size < 0:
+    _fail("method.loss_block_size", m.loss_block_size, "must be >= 0 (0: the exact dense loss).")
+  if _get(config, "model.pool") not in ("mean", "cls"):
+    _fail("model.pool", config.model.pool, "a text tower pools with 'mean' or 'cls'.")
+  if not isinstance(d.max_length, int) or d.max_length < 2:
+    _fail("data.max_length", d.max_length, "tokens per text must be >= 2 ([CLS] and [SEP]).")
+  if not check_data:
+    return
+  from jaxcl import data  # pylint: disable=g-import-not-at-top
+  try:
+    text = data.text.is_text_dataset(d)
+    info = data.text.info(d) if text else None
+  except (FileNotFoundError, ValueError, KeyError) as err:
+    raise ValueError(f"config.data.name={d.name!r}: {err}") from err
+  if not text:
+    _fail("data.name", d.name, "method 'retrieval' trains on a text dataset: 'stdlib_code', or your "
+          "pairs prepared with `jaxcl prepare-data --from_pairs FILE --name NAME`.")
+  if not getattr(info, f"num_{d.eval_split}", 0):
+    _fail("data.eval_split", d.eval_split, f"{d.name!r} has no queries in that split ({info}); "
+          "use 'test' or 'validation'.")
+  if info.corpus_size < 2:
+    _fail("data.name", d.name, "the corpus has fewer than 2 documents; nothing can be ranked.")
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_count: int = 1,
              check_data: bool = True) -> None:
   """Raises ValueError naming the field and the fix for the first bad setting found.
@@ -245,10 +281,17 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   if seen < 0:
     _fail("data.train_classes", seen, "must be >= 0 (0: train on every class).")
 
+  from jaxcl import methods as methods_lib  # pylint: disable=g-import-not-at-top
+  if config.method.name in methods_lib.TEXT_METHODS:
+    _check_text(config, check_data)
+    return
   crop = _get(config, "augment.size")
   image_size = _get(config, "data.image_size")
   if check_data:
     from jaxcl import data  # pylint: disable=g-import-not-at-top
+    if data.text.is_text_dataset(config.data):
+      _fail("method.name", config.method.name, f"{config.data.name!r} is a text dataset; train it "
+            f"with method {methods_lib.TEXT_METHODS[0]!r} (configs/retrieval_stdlib_code.py).")
     try:
       info = data.info(config.data)
     except (FileNotFoundError, ValueError, KeyError) as err:

@@ -7,10 +7,11 @@ and gradient. Both ``jax.grad`` of the ``shard_map``-ed loss and ``jax.grad`` in
 parameters are tested equal to the single-device gradient; the latter comes out already summed over
 devices, so do not ``psum`` it again (details in ``jaxcl.losses.contrastive``). Per-row losses without
 negatives (``byol_loss``, ``negative_cosine``, ``contrastive_margin``, ``triplet_margin``) return the
-local mean: take ``jax.lax.pmean`` of it; the triplet miners take ``axis_name`` and mine the global batch. ``nt_xent``, ``info_nce``, ``clip_loss`` and ``sigmoid_loss`` also take
+local mean: take ``jax.lax.pmean`` of it; the triplet miners take ``axis_name`` and mine the global batch. ``nt_xent``, ``info_nce``, ``clip_loss``, ``sigmoid_loss`` and ``retrieval_infonce`` also take
 ``block_size`` to switch to the memory-linear tiled variants in ``jaxcl.losses.blockwise``.
 ``cpc_infonce`` (and its ``cpc_accuracy``) take sequences: predictions [B, S, K, D] and latents [B, S, D].
 ``dino_loss`` takes views of prototype logits: student [Vs, N, K], teacher [Vt, N, K] and the centre [K].
+``retrieval_infonce`` takes queries, positives [n, D] and hard negatives [n, H, D].
 ``jepa_loss`` takes I-JEPA's patch predictions [b, M, N, D], targets [b, N, D] and block masks [b, M, N].
 ``two_view_loss(name_or_path, kwargs)`` (``jaxcl.losses.registry``) turns any of them, or a user's own
 loss, into the two-view objective that a method is given by config (``method.loss``).
@@ -33,6 +34,7 @@ from jaxcl.losses.metric_learning import (
     contrastive_margin,
     triplet_margin,
 )
+from jaxcl.losses.retrieval import retrieval_infonce
 from jaxcl.losses.metrics import alignment, embedding_std, positive_top1, rankme, uniformity
 from jaxcl.losses.sigmoid import sigmoid_loss
 from jaxcl.losses.ssl import barlow_twins, byol_loss, negative_cosine, vicreg
@@ -62,6 +64,7 @@ __all__ = [
     "nt_xent",
     "positive_top1",
     "rankme",
+    "retrieval_infonce",
     "sigmoid_loss",
     "supcon",
     "triplet_margin",

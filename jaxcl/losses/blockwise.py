@@ -25,6 +25,8 @@ matrix products take the input dtype with float32 accumulation.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -32,7 +34,7 @@ from jaxcl.losses import checks
 from jaxcl.losses import ops
 from jaxcl.losses import blockwise_core as core
 
-__all__ = ["nt_xent", "info_nce", "clip_loss", "sigmoid_loss"]
+__all__ = ["nt_xent", "info_nce", "clip_loss", "sigmoid_loss", "retrieval_infonce"]
 
 
 def _embed(x: jax.typing.ArrayLike, name: str, axis_name) -> jax.Array:
@@ -235,3 +237,56 @@ def sigmoid_loss(
       _scalar(logit_scale, axis_name), _scalar(logit_bias, axis_name),
   )
   return _psum(local, axis_name) / (u.shape[0] * _num_devices(axis_name))
+
+
+def retrieval_infonce(
+    query: jax.typing.ArrayLike,
+    positive: jax.typing.ArrayLike,
+    negatives: jax.typing.ArrayLike | None = None,
+    *,
+    temperature: jax.typing.ArrayLike = 0.05,
+    symmetric: bool = False,
+    block_size: int,
+    axis_name: str | None = None,
+) -> jax.Array:
+  """The dense-retrieval InfoNCE with hard negatives, tiled: see ``jaxcl.losses.retrieval``.
+
+  One ring pass scores the queries against the global positives (and, when ``symmetric``, the
+  positives against the global queries, as columns of the same pass); one more pass per negative
+  slot h scores them against every row's h-th negative. Each query's log-sum-exp over all candidates
+  is the log-sum-exp of its per-pass ones. No masks.
+
+  Args:
+    query: [n, D] queries (local rows inside ``shard_map``).
+    positive: [n, D] their positives.
+    negatives: optional [n, H, D] hard negatives.
+    temperature: softmax temperature (> 0).
+    symmetric: also average in the document-to-query direction.
+    block_size: tile size in rows.
+    axis_name: mesh axis, or None.
+
+  Returns:
+    The scalar loss of the global batch.
+  """
+  checks.same_shape(jnp.asarray(query), jnp.asarray(positive), "query", "positive")
+  checks.positive(temperature, "temperature")
+  dtype = _compute_dtype(query, positive)
+  q, p = _embed(query, "query", axis_name), _embed(positive, "positive", axis_name)
+  n = q.shape[0]
+  spec = _spec("lse", n, block_size, axis_name, cols=symmetric)
+  scale = _scalar(1.0 / jnp.asarray(temperature, jnp.float32), axis_name)
+  zero = _scalar(0.0, axis_name)
+  qt = _tiles(q, spec.block, dtype)
+  row_lse, col_lse = core.pair_stats(spec, qt, _tiles(p, spec.block, dtype), scale, zero)
+  row_lse = _untile(row_lse, n)
+  if negatives is not None:
+    negs = ops.l2_normalize(jnp.asarray(negatives).astype(jnp.float32))
+    rows_only = dataclasses.replace(spec, cols=False)
+    per_slot = [_untile(core.pair_stats(rows_only, qt, _tiles(negs[:, h], spec.block, dtype), scale,
+                                        zero)[0], n) for h in range(negs.shape[1])]
+    row_lse = jax.nn.logsumexp(jnp.stack([row_lse, *per_slot]), axis=0)
+  pos = scale * jnp.sum(_pos_logits(q, p, dtype))
+  local = jnp.sum(row_lse) - pos
+  if symmetric:
+    local = 0.5 * (local + jnp.sum(_untile(col_lse, n)) - pos)
+  return _psum(local, axis_name) / (n * _num_devices(axis_name))

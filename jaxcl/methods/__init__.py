@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import ml_collections
 from flax import nnx
 
-from jaxcl.methods import (barlow_twins, byol, clip, cpc, dino, ijepa, metric_learning, moco, simclr,
-                           supcon, vicreg)
+from jaxcl.methods import (barlow_twins, byol, clip, cpc, dino, ijepa, metric_learning, moco, retrieval,
+                           simclr, supcon, vicreg)
 from jaxcl.methods.barlow_twins import BarlowTwins
 from jaxcl.methods.base import Method, Queue, Stash, Target
 from jaxcl.methods.byol import BYOL, SimSiam
@@ -23,6 +23,7 @@ from jaxcl.methods.dino import DINO
 from jaxcl.methods.ijepa import IJEPA
 from jaxcl.methods.metric_learning import MetricLearning
 from jaxcl.methods.moco import MoCoV2, MoCoV3
+from jaxcl.methods.retrieval import Retrieval
 from jaxcl.methods.simclr import SimCLR
 from jaxcl.methods.supcon import SupCon
 from jaxcl.methods.vicreg import VICReg
@@ -42,7 +43,10 @@ _REGISTRY = {
     "cpc": (cpc.default_config, CPC),
     "dino": (dino.default_config, DINO),
     "ijepa": (ijepa.default_config, IJEPA),
+    "retrieval": (retrieval.default_config, Retrieval),
 }
+#: Methods that train on a text dataset's tokenized pairs (``create`` needs the tokenizer's facts).
+TEXT_METHODS = ("retrieval",)
 NAMES = tuple(_REGISTRY)
 
 
@@ -67,10 +71,12 @@ def default_config(name: str) -> ml_collections.ConfigDict:
 def create(
     config: ml_collections.ConfigDict,
     *,
-    image_shape: tuple[int, int, int],
-    num_classes: int,
-    class_names: Sequence[str],
     rngs: nnx.Rngs,
+    image_shape: tuple[int, ...] = (),
+    num_classes: int = 0,
+    class_names: Sequence[str] = (),
+    vocab_size: int = 0,
+    pad_id: int = 0,
 ) -> Method:
   """Builds the method that ``config.method.name`` names.
 
@@ -82,6 +88,7 @@ def create(
     num_classes: number of classes (CLIP/SigLIP caption one per class).
     class_names: the class names, used by CLIP/SigLIP's captions.
     rngs: initialisation keys.
+    vocab_size / pad_id: the tokenizer's, for the text methods (``TEXT_METHODS``).
 
   Returns:
     The method, an ``nnx.Module`` following ``jaxcl.methods.base.Method``.
@@ -89,6 +96,8 @@ def create(
   name = config.method.name
   _check(name)
   cls = _REGISTRY[name][1]
+  if name in TEXT_METHODS:
+    return cls(config, vocab_size=vocab_size, pad_id=pad_id, rngs=rngs)
   if cls in (CLIP, SigLIP):
     return cls(config, image_shape=tuple(image_shape), num_classes=num_classes,
                class_names=class_names, rngs=rngs)
@@ -97,6 +106,6 @@ def create(
 
 __all__ = [
     "BYOL", "BarlowTwins", "CLIP", "CPC", "DINO", "IJEPA", "Method", "MetricLearning", "MoCoV2",
-    "MoCoV3", "NAMES", "Queue", "SigLIP", "SimCLR", "SimSiam", "Stash", "SupCon", "Target",
-    "VICReg", "create", "default_config",
+    "MoCoV3", "NAMES", "Queue", "Retrieval", "SigLIP", "SimCLR", "SimSiam", "Stash", "SupCon", "TEXT_METHODS",
+    "Target", "VICReg", "create", "default_config",
 ]

@@ -85,6 +85,11 @@ def _reduce_scatter(tree: Any, specs: Any) -> Any:
   return jax.tree.map(mine, tree, specs)
 
 
+def _rows(batch: dict) -> int:
+  """Rows of this device's batch (every leaf has one per example: images, or a text pair's tokens)."""
+  return jax.tree.leaves(batch)[0].shape[0]
+
+
 def _split(model: nnx.Module, trainable: Any):
   return nnx.split(model, trainable, SHARDED_VARIABLES, ...)
 
@@ -126,7 +131,7 @@ def make_train_step(
   p_spec, r_spec = state_specs["params"], state_specs["rest"]
 
   def per_device(params, sharded, rest, batch, step):
-    local_b = batch["image"].shape[0]
+    local_b = _rows(batch)
     batch = dict(batch, key=example_keys(train_key, step, local_b))
     rest = _gather(rest, r_spec)
 
@@ -202,7 +207,7 @@ def _grad_cache(params, sharded, rest, batch, *, graphdef, trainable, chunks):
   BatchNorm sees chunk statistics here, as in the paper).
   """
   embed_fn, loss_from_emb_fn = grad_cache.hooks(nnx.merge(graphdef, params, sharded, rest, copy=True))
-  local_b = batch["image"].shape[0]
+  local_b = _rows(batch)
   if local_b % chunks:
     raise ValueError(f"train.grad_cache_chunks={chunks} must divide the per-device batch {local_b}.")
   as_chunks = lambda t: jax.tree.map(lambda x: x.reshape(chunks, -1, *x.shape[1:]), t)  # noqa: E731
@@ -218,13 +223,16 @@ def _grad_cache(params, sharded, rest, batch, *, graphdef, trainable, chunks):
   emb = as_rows(jax.lax.map(lambda ch: embed(params, rest, ch)[0], batch_chunks))
   emb = jax.lax.stop_gradient(emb)
 
-  def loss_of_emb(e):
-    model = nnx.merge(graphdef, params, sharded, rest, copy=True)
+  def loss_of_emb(e, p):
+    model = nnx.merge(graphdef, p, sharded, rest, copy=True)
     loss, metrics = loss_from_emb_fn(model, e, batch, axis_name=DATA_AXIS)
     _, _, new_sharded, _ = _split(model, trainable)
     return _device_mean(loss), (metrics, new_sharded)
 
-  (loss, (metrics, new_sharded)), emb_grad = jax.value_and_grad(loss_of_emb, has_aux=True)(emb)
+  # The loss's own parameters (a learned temperature) get their gradient here; the towers' come
+  # from back-propagating the embeddings' gradient below.
+  (loss, (metrics, new_sharded)), (emb_grad, loss_grads) = jax.value_and_grad(
+      loss_of_emb, argnums=(0, 1), has_aux=True)(emb, params)
 
   def backprop_chunk(carry, xs):
     acc, r = carry
@@ -233,6 +241,6 @@ def _grad_cache(params, sharded, rest, batch, *, graphdef, trainable, chunks):
     (gp,) = vjp(g)
     return (jax.tree.map(jnp.add, acc, gp), _device_mean(new_r)), None
 
-  zeros = jax.tree.map(jnp.zeros_like, params)
-  (grads, new_rest), _ = jax.lax.scan(backprop_chunk, (zeros, rest), (batch_chunks, as_chunks(emb_grad)))
+  (grads, new_rest), _ = jax.lax.scan(backprop_chunk, (loss_grads, rest),
+                                      (batch_chunks, as_chunks(emb_grad)))
   return loss, (metrics, new_sharded, new_rest), grads

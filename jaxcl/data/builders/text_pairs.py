@@ -16,7 +16,8 @@ and these splits:
                               are empty): what the queries of every split are searched against
 
 ``make_builder`` turns a user's pair file and/or BEIR folder (``jaxcl.data.text.files``) into such a
-builder. Everything is read and checked before TFDS writes anything, and TFDS writes into an
+builder; ``make_builder_from_rows`` stores rows made elsewhere (a prepared dataset with mined
+negatives, ``jaxcl.data.text.write_negatives``). Everything is read and checked before TFDS writes anything, and TFDS writes into an
 ``incomplete.*`` folder that it renames only when every split is written, so a failed preparation
 leaves nothing that is read later.
 """
@@ -120,11 +121,35 @@ def make_builder(name: str, *, pairs: str | None = None, beir: str | None = None
   Returns:
     (builder class, {split: number of rows}).
   """
+  check_name(name)
+  rows = plan(pairs, beir, test_fraction=test_fraction)
+  return make_builder_from_rows(name, rows,
+                                source=", ".join(p for p in (pairs, beir) if p))
+
+
+def check_name(name: str) -> None:
+  """Raises unless ``name`` can name a TFDS dataset of the user's."""
   from jaxcl.data.builders import folder  # pylint: disable=g-import-not-at-top
   if not folder.NAME_PATTERN.fullmatch(name):
     raise ValueError(f"--name={name!r}: use lower-case letters, digits and _ (starting with a letter).")
-  rows = plan(pairs, beir, test_fraction=test_fraction)
-  source = ", ".join(p for p in (pairs, beir) if p)
+
+
+def make_builder_from_rows(name: str, splits: dict[str, list[dict]], *, source: str,
+                           keep_order: bool = False):
+  """A TFDS builder class named ``name`` storing rows already made (``pair_row`` / ``corpus_row``).
+
+  Args:
+    name: the dataset name (lower-case letters, digits and _).
+    splits: ``{split: rows}``, e.g. ``plan``'s, or a prepared dataset's rows with new negatives.
+    source: where the rows come from, for the dataset's description and release notes.
+    keep_order: store every split in the given order (TFDS otherwise stores rows in the order of
+      a hash of their index), e.g. so the rows of a copy are those of its source, row for row.
+
+  Returns:
+    (builder class, {split: number of rows}).
+  """
+  check_name(name)
+  rows = dict(splits)
 
   class TextPairs(local.LocalFiles, tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """The user's query/passage pairs, corpus and qrels."""
@@ -136,7 +161,7 @@ def make_builder(name: str, *, pairs: str | None = None, beir: str | None = None
     def _info(self) -> tfds.core.DatasetInfo:
       sizes = ", ".join(f"{len(r):,} {s}" for s, r in rows.items())
       return tfds.core.DatasetInfo(builder=self, description=f"Text pairs from {source} ({sizes}).",
-                                   features=features())
+                                   features=features(), disable_shuffling=keep_order)
 
     def _split_generators(self, dl_manager):
       del dl_manager

@@ -4,6 +4,7 @@
   text.info(cfg)                              # TextInfo(num_train=3504, ..., corpus_size=4161)
   ids, docs = text.load_corpus(cfg)           # every document, in stored order
   evalset = text.load_queries(cfg, "test")    # queries and their qrels as corpus rows
+  train = text.load_train_queries(cfg)        # training queries, their positives' corpus rows
   tok = text.tokenizer_for(cfg, workdir)      # data.tokenizer, else trained on train and saved
   it = text.pairs_iterator(cfg, tok, seed=0, global_batch_size=64)   # Grain, tokenized batches
 
@@ -19,6 +20,7 @@ from typing import Any
 
 import grain
 import ml_collections
+import numpy as np
 import tokenizers
 
 from jaxcl.data import pipeline, sources
@@ -51,6 +53,29 @@ class EvalQueries:
   query_ids: list[str]
   queries: list[str]
   relevant: list[dict[int, int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainQueries:
+  """The distinct queries of a training split and the corpus rows that are known positives of each
+  (what hard-negative mining must never return).
+
+  Attributes:
+    query_ids / queries: one entry per distinct query, in stored order.
+    positives: per query, the corpus rows (of ``load_corpus``) of its positives: by positive_id, and
+      every document whose text equals a positive's text (a training text given without an id, or
+      a duplicate document), over every row of the query, and of every query with the same text.
+      Empty where no positive is in the corpus.
+    row_query: int [rows of the split]: the query of each stored row (to expand per-query results
+      to per-row ones: ``[per_query[q] for q in row_query]``).
+    num_outside_corpus: rows whose positive is not in the corpus, by id or by text.
+  """
+
+  query_ids: list[str]
+  queries: list[str]
+  positives: list[frozenset[int]]
+  row_query: np.ndarray
+  num_outside_corpus: int
 
 
 def _str(value: Any) -> str:
@@ -94,6 +119,32 @@ def load_corpus(cfg: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
   return [_str(r["positive_id"]) for r in rows], [_str(r["positive"]) for r in rows]
 
 
+def _group_queries(source, corpus_rows) -> tuple[list[str], list[str], list[dict[int, int]],
+                                                  np.ndarray]:
+  """The distinct queries of a split's rows (by query id, else text) and their judged corpus rows.
+
+  ``corpus_rows(i, row)`` gives the corpus rows of stored row i's positive (it may raise).
+
+  Returns:
+    (query ids, query texts, per query ``{corpus row: score}``, the query of every row).
+  """
+  order: dict[str, int] = {}
+  queries, relevant = [], []
+  row_query = np.empty(len(source), np.int64)
+  for i in range(len(source)):
+    r = source[i]
+    query = _str(r["query"])
+    query_id = _str(r["query_id"]) or query
+    if query_id not in order:
+      order[query_id] = len(order)
+      queries.append(query)
+      relevant.append({})
+    row_query[i] = order[query_id]
+    for row in corpus_rows(i, r):
+      relevant[order[query_id]][row] = int(r["score"])
+  return list(order), queries, relevant, row_query
+
+
 def load_queries(cfg: ml_collections.ConfigDict, split: str,
                  corpus_ids: list[str] | None = None) -> EvalQueries:
   """The distinct queries of ``split`` and their qrels as rows of the corpus.
@@ -104,27 +155,65 @@ def load_queries(cfg: ml_collections.ConfigDict, split: str,
     corpus_ids: ``load_corpus(cfg)[0]`` when already loaded.
 
   Raises:
-    ValueError: a positive that is not in the corpus (a pair file's training text), naming it.
+    ValueError: a positive that is not in the corpus (a pair file's training text), naming it; see
+      ``load_train_queries`` for training queries whose positives need not be.
   """
   if corpus_ids is None:
     corpus_ids = load_corpus(cfg)[0]
   row_of = {doc_id: row for row, doc_id in enumerate(corpus_ids)}
-  source = _source(cfg, split, field="data.eval_split")
-  order: dict[str, int] = {}
-  queries, relevant = [], []
-  for i in range(len(source)):
-    r = source[i]
-    query_id, doc_id = _str(r["query_id"]), _str(r["positive_id"])
+
+  def corpus_rows(i, r):
+    doc_id = _str(r["positive_id"])
     if doc_id not in row_of:
       raise ValueError(f"{cfg.name} {split} row {i}: positive {doc_id!r} is not in the corpus, "
                        "so it cannot be evaluated; evaluate on a split whose positives are "
                        "corpus documents (validation or test).")
-    if query_id not in order:
-      order[query_id] = len(order)
-      queries.append(_str(r["query"]))
-      relevant.append({})
-    relevant[order[query_id]][row_of[doc_id]] = int(r["score"])
-  return EvalQueries(list(order), queries, relevant)
+    return (row_of[doc_id],)
+
+  query_ids, queries, relevant, _ = _group_queries(
+      _source(cfg, split, field="data.eval_split"), corpus_rows)
+  return EvalQueries(query_ids, queries, relevant)
+
+
+def load_train_queries(cfg: ml_collections.ConfigDict, split: str | None = None,
+                       corpus: tuple[list[str], list[str]] | None = None) -> TrainQueries:
+  """The distinct queries of a training split and the corpus rows of their known positives.
+
+  Unlike ``load_queries``, a positive need not be in the corpus (a pair file's training text,
+  stored with positive_id ""): it is matched to the corpus by id and by exact text (every document
+  with its text), and where neither finds it, left out (counted in ``num_outside_corpus``); such a
+  query can still be mined for negatives, with nothing to exclude.
+
+  Args:
+    cfg: the data config.
+    split: the split (default ``cfg.train_split``).
+    corpus: ``load_corpus(cfg)`` when already loaded.
+  """
+  split = cfg.train_split if split is None else split
+  ids, texts = load_corpus(cfg) if corpus is None else corpus
+  row_of = {doc_id: row for row, doc_id in enumerate(ids)}
+  rows_of_text: dict[str, list[int]] = {}
+  for row, doc in enumerate(texts):
+    rows_of_text.setdefault(doc, []).append(row)
+  outside = 0
+
+  def corpus_rows(i, r):
+    del i
+    nonlocal outside
+    doc_id = _str(r["positive_id"])
+    found = set(rows_of_text.get(_str(r["positive"]), ()))
+    if doc_id and doc_id in row_of:
+      found.add(row_of[doc_id])
+    outside += not found
+    return sorted(found)
+
+  query_ids, queries, relevant, row_query = _group_queries(
+      _source(cfg, split, field="data.train_split"), corpus_rows)
+  by_text: dict[str, set[int]] = {}
+  for query, judged in zip(queries, relevant):
+    by_text.setdefault(query, set()).update(judged)
+  return TrainQueries(query_ids, queries, [frozenset(by_text[q]) for q in queries], row_query,
+                      outside)
 
 
 def training_texts(cfg: ml_collections.ConfigDict, split: str = "train"):
@@ -156,6 +245,14 @@ def tokenizer_for(cfg: ml_collections.ConfigDict, directory: str | None = None
   return tok
 
 
+def query_encoder(cfg: ml_collections.ConfigDict, tok: tokenizers.Tokenizer
+                  ) -> tokenization.TextEncoder | None:
+  """The queries' encoder when ``cfg.query_max_length`` sets their own length, else None (queries
+  take ``cfg.max_length`` like documents)."""
+  length = cfg.get("query_max_length") or 0
+  return tokenization.TextEncoder(tok, length) if length else None
+
+
 def pairs_iterator(cfg: ml_collections.ConfigDict, tok: tokenizers.Tokenizer, *, seed: int,
                    global_batch_size: int, process_index: int = 0, process_count: int = 1,
                    num_negatives: int = 0) -> grain.DatasetIterator:
@@ -163,7 +260,7 @@ def pairs_iterator(cfg: ml_collections.ConfigDict, tok: tokenizers.Tokenizer, *,
 
   The same global order and per-process slicing as ``jaxcl.data.train_iterator`` (resumable with
   get_state / set_state); each example is tokenized in the Grain pipeline (``TokenizePairs``) to
-  ``cfg.max_length`` tokens.
+  ``cfg.max_length`` tokens (queries to ``cfg.query_max_length`` when set).
 
   Returns:
     A Grain DatasetIterator of dicts of arrays [L, ...], L = global_batch_size / process_count (keys:
@@ -175,7 +272,8 @@ def pairs_iterator(cfg: ml_collections.ConfigDict, tok: tokenizers.Tokenizer, *,
   ds = pipeline.sliced_dataset(source, seed=seed, global_batch_size=global_batch_size,
                                process_index=process_index, process_count=process_count)
   encoder = tokenization.TextEncoder(tok, cfg.max_length)
-  ds = ds.map(tokenization.TokenizePairs(encoder, num_negatives=num_negatives))
+  ds = ds.map(tokenization.TokenizePairs(encoder, num_negatives=num_negatives,
+                                         query_encoder=query_encoder(cfg, tok)))
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
   read = grain.ReadOptions(num_threads=cfg.read_threads,
                            prefetch_buffer_size=cfg.prefetch_buffer_size)

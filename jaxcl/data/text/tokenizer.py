@@ -151,7 +151,8 @@ def _text(value) -> str:
 class TokenizePairs(grain.transforms.Map):
   """A stored text pair (``jaxcl.data.builders.text_pairs`` features) -> fixed-length arrays:
 
-    query_ids, query_mask, positive_ids, positive_mask   int32 [max_length]
+    query_ids, query_mask                                int32 [query length]
+    positive_ids, positive_mask                          int32 [max_length]
     query_key, positive_key                              int32 (``text_key`` of the ids, or of the
                                                          text where the positive has no id)
     negative_ids, negative_mask  int32 [num_negatives, max_length], negative_valid bool
@@ -161,20 +162,22 @@ class TokenizePairs(grain.transforms.Map):
 
   encoder: TextEncoder
   num_negatives: int = 0
+  query_encoder: TextEncoder | None = None  # queries' own (shorter) length; None: ``encoder``
 
   def map(self, example: dict) -> dict:
     query, positive = _text(example["query"]), _text(example["positive"])
     negatives = [_text(n) for n in example.get("negatives", [])][:self.num_negatives]
     valid = np.arange(self.num_negatives) < len(negatives)
-    texts = [query, positive] + negatives + [""] * (self.num_negatives - len(negatives))
+    texts = [positive] + negatives + [""] * (self.num_negatives - len(negatives))
     ids, mask = self.encoder(texts)
+    query_ids, query_mask = (self.query_encoder or self.encoder)([query])
     positive_id = _text(example.get("positive_id", b""))
-    out = {"query_ids": ids[0], "query_mask": mask[0], "positive_ids": ids[1],
-           "positive_mask": mask[1],
+    out = {"query_ids": query_ids[0], "query_mask": query_mask[0], "positive_ids": ids[0],
+           "positive_mask": mask[0],
            "query_key": np.int32(text_key(_text(example.get("query_id", b"")) or query)),
            "positive_key": np.int32(text_key(positive_id or positive))}
     if self.num_negatives:
-      out["negative_ids"] = np.where(valid[:, None], ids[2:], self.encoder.pad_id).astype(np.int32)
-      out["negative_mask"] = (mask[2:] * valid[:, None]).astype(np.int32)
+      out["negative_ids"] = np.where(valid[:, None], ids[1:], self.encoder.pad_id).astype(np.int32)
+      out["negative_mask"] = (mask[1:] * valid[:, None]).astype(np.int32)
       out["negative_valid"] = valid
     return out

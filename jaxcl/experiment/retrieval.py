@@ -1,0 +1,201 @@
+"""Text runs (``method.name='retrieval'``): the tokenizer, the stream of tokenized pairs, and search
+evaluation.
+
+``run._prepare`` builds a text run from ``tokenizer(config, workdir)``, ``SearchEvaluator`` (``monitor``
+and ``final``, as ``run.Evaluator`` for images) and ``pairs_stream`` (``iterator(start_state)``). The
+tokenizer is ``data.tokenizer`` when set, else a BPE vocabulary trained on the training split and
+saved as ``workdir/tokenizer.json`` (a resumed run, ``jaxcl eval``, ``jaxcl search`` reuse it).
+
+Evaluation is search, as BEIR / MS MARCO measure it: every query of the split against the whole
+corpus (exact top-100 by cosine similarity), MRR@10, NDCG@10 and Recall@1/10/100 from the qrels, next
+to BM25 (``bm25s``) and the random-init towers in the same table. The in-training monitor
+(``eval.knn_every``) scores the validation queries when the dataset has them, so the test queries
+are looked at once, at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from jaxcl import data, evaluate
+from jaxcl.evaluate import bm25, ranking
+from jaxcl.train import TrainSetup
+
+TOP_K = 100  # documents ranked per query (Recall@100 needs them)
+COLUMNS = {"mrr@10": "MRR@10", "ndcg@10": "NDCG@10", "recall@1": "R@1", "recall@10": "R@10",
+           "recall@100": "R@100"}
+
+
+def pairs_stream(config: ml_collections.ConfigDict, tokens: "Tokens"):
+  """``iterator(start_state)``: this process's slice of the tokenized pair batches, resumable."""
+  def iterator(start_state: Any = None):
+    it = data.text.pairs_iterator(
+        config.data, tokens.tokenizer, seed=config.seed, global_batch_size=config.batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        num_negatives=config.method.num_negatives)
+    if start_state is not None:
+      it.set_state(start_state)
+    return it
+  return iterator
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokens:
+  """The run's tokenizer and its fixed-length encoders (``data.max_length`` tokens per document,
+  ``data.query_max_length`` per query when set)."""
+
+  tokenizer: Any
+  encoder: data.text.TextEncoder
+  query_encoder: data.text.TextEncoder
+
+  @property
+  def vocab_size(self) -> int:
+    return self.encoder.vocab_size
+
+  @property
+  def pad_id(self) -> int:
+    return self.encoder.pad_id
+
+
+def tokenizer(config: ml_collections.ConfigDict, workdir: str | None) -> Tokens:
+  """The run's tokenizer (``data.tokenizer``, else ``workdir/tokenizer.json``, else trained and saved
+  there by process 0)."""
+  save_in = None
+  if workdir is not None and jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    save_in = workdir
+  elif workdir is not None and os.path.isfile(os.path.join(workdir, data.text.dataset.TOKENIZER_FILE)):
+    save_in = workdir  # read, not written
+  tok = data.text.tokenizer_for(config.data, save_in)
+  docs = data.text.TextEncoder(tok, config.data.max_length)
+  return Tokens(tok, docs, data.text.query_encoder(config.data, tok) or docs)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSet:
+  """The corpus and one split's queries, tokenized."""
+
+  corpus_ids: list[str]
+  corpus_texts: list[str]
+  corpus_tokens: np.ndarray   # int32 [N, L]
+  split: str
+  queries: list[str]
+  query_tokens: np.ndarray    # int32 [Q, L]
+  relevant: list[dict[int, int]]
+
+
+class SearchEvaluator:
+  """Ranking metrics of the trained towers, the random-init towers and BM25 (module docstring)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, setup: TrainSetup, tokens: Tokens):
+    self.config, self.setup, self.tokens, self.mesh = config, setup, tokens, setup.mesh
+    self._sets: dict[str, SearchSet] = {}
+    self._is_main = jax.process_index() == 0
+
+  def search_set(self, split: str) -> SearchSet:
+    """The corpus and ``split``'s queries (at most ``eval.max_test_examples`` of them when > 0)."""
+    if split not in self._sets:
+      d = self.config.data
+      ids, texts = data.text.load_corpus(d)
+      queries = data.text.load_queries(d, split, ids)
+      limit = self.config.eval.max_test_examples or len(queries.queries)
+      kept = queries.queries[:limit]
+      self._sets[split] = SearchSet(ids, texts, self.tokens.encoder(texts)[0], split, kept,
+                                    self.tokens.query_encoder(kept)[0], queries.relevant[:limit])
+    return self._sets[split]
+
+  def _monitor_split(self) -> str:
+    return "validation" if data.text.info(self.config.data).num_validation else \
+        self.config.data.eval_split
+
+  def batch_size(self) -> int:
+    """Texts per embedding step: ``eval.batch_size`` rounded down to a multiple of the devices."""
+    n = self.mesh.size
+    return max(n, self.config.eval.batch_size // n * n)
+
+  def embed(self, fn, tokens: np.ndarray, progress: str | None = None) -> np.ndarray:
+    """``fn`` (a tower's ``encode_*``) over token ids [N, L], batched and sharded over the mesh."""
+    return evaluate.extract_features(fn, tokens, batch_size=self.batch_size(), mesh=self.mesh,
+                                     pixels=False, progress=progress)
+
+  def rank(self, method: nnx.Module, split: SearchSet, name: str | None = None) -> np.ndarray:
+    """Corpus rows [Q, TOP_K] of each query, best first, by cosine similarity of the towers."""
+    bar = (lambda what: f"{name}: {what}") if name and self._is_main else (lambda what: None)
+    docs = self.embed(method.encode_documents, split.corpus_tokens, bar("corpus"))
+    queries = self.embed(method.encode_queries, split.query_tokens, bar("queries"))
+    return ranking.top_k_search(queries, docs, TOP_K, similarity="cosine")[1]
+
+  def scores(self, method: nnx.Module, split: SearchSet, name: str | None = None) -> dict:
+    return _metrics(self.rank(method, split, name), split)
+
+  def monitor(self, method: nnx.Module, probe: Any = None) -> dict[str, float]:
+    """NDCG@10 and MRR@10 of the monitor split (validation when the dataset has it)."""
+    del probe
+    split = self.search_set(self._monitor_split())
+    got = self.scores(method, split)
+    return {f"{split.split}_ndcg@10": got["ndcg@10"], f"{split.split}_mrr@10": got["mrr@10"]}
+
+  def _timed(self, timings: dict[str, float], name: str, fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    timings[name] = round(time.perf_counter() - t0, 2)
+    if self._is_main:
+      print(f"eval: {name}: {timings[name]:.1f}s", flush=True)
+    return out
+
+  def final(self, method: nnx.Module, *, workdir: str, is_main: bool, probe: Any = None) -> dict:
+    """The final table: trained towers, random-init towers, BM25 on ``data.eval_split``."""
+    del probe
+    e = self.config.eval
+    if not e.final:
+      return {}
+    self._is_main = is_main
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    split = self.search_set(self.config.data.eval_split)
+    name = f"{self.config.method.name} (trained)"
+    result = self._timed(timings, "trained/search", self.scores, method, split, "trained")
+    rows = {name: result}
+    result = dict(result)
+    if e.baselines:
+      fresh = self.setup.method(self.setup.init_state())  # the towers the run started from
+      result["random_init"] = self._timed(timings, "random init/search", self.scores, fresh, split,
+                                          "random init")
+      result["bm25"] = self._timed(timings, "bm25/search", _bm25_scores, split)
+      rows["random init (same towers)"] = result["random_init"]
+      rows["BM25 (bm25s, k1=1.5, b=0.75)"] = result["bm25"]
+    timings["total"] = round(time.perf_counter() - t0, 2)
+    result["eval_seconds"] = timings
+    table = evaluate.format_table({k: {c: v[c] for c in COLUMNS} for k, v in rows.items()},
+                                  column_titles=COLUMNS)
+    result["table"] = table
+    if is_main:
+      print(f"\n{self.config.data.name}: {len(split.queries)} {split.split} queries against "
+            f"{len(split.corpus_ids)} documents (evaluated in {timings['total']:.1f}s)\n{table}\n",
+            flush=True)
+      with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    return result
+
+
+def _metrics(rows: np.ndarray, split: SearchSet) -> dict[str, float]:
+  got = ranking.ranking_metrics(rows, split.relevant)
+  return {k: float(v) for k, v in got.items() if k in COLUMNS}
+
+
+@functools.lru_cache(maxsize=4)
+def _bm25_rows(corpus: tuple[str, ...], queries: tuple[str, ...]) -> np.ndarray:
+  return bm25.bm25_search(corpus, queries, k=TOP_K)[0]
+
+
+def _bm25_scores(split: SearchSet) -> dict[str, float]:
+  return _metrics(_bm25_rows(tuple(split.corpus_texts), tuple(split.queries)), split)
