@@ -67,15 +67,32 @@ class Tokens:
 
 
 def tokenizer(config: ml_collections.ConfigDict, workdir: str | None) -> Tokens:
-  """The run's tokenizer (``data.tokenizer``, else ``workdir/tokenizer.json``, else trained and saved
-  there by process 0)."""
+  """The run's tokenizer: ``data.tokenizer``; else ``workdir/tokenizer.json``; else, for a run that
+  starts from another one's weights (``train.init_checkpoint``), that run's tokenizer.json (its token
+  ids are what the weights mean); else one trained on the training split and saved in the workdir by
+  process 0."""
+  init = config.train.get("init_checkpoint")
+  if init and not config.data.get("tokenizer") and not (
+      workdir and os.path.isfile(os.path.join(workdir, data.text.dataset.TOKENIZER_FILE))):
+    parent = os.path.join(os.path.dirname(os.path.abspath(init)), data.text.dataset.TOKENIZER_FILE)
+    if not os.path.isfile(parent):
+      raise ValueError(f"train.init_checkpoint={init!r}: no tokenizer.json next to it ({parent}); set "
+                       "data.tokenizer to the tokenizer those weights were trained with.")
+    tok = data.text.load_tokenizer(parent)
+    if workdir is not None and jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      data.text.save_tokenizer(tok, os.path.join(workdir, data.text.dataset.TOKENIZER_FILE))
+    return _tokens(config, tok)
   save_in = None
   if workdir is not None and jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     save_in = workdir
   elif workdir is not None and os.path.isfile(os.path.join(workdir, data.text.dataset.TOKENIZER_FILE)):
     save_in = workdir  # read, not written
-  tok = data.text.tokenizer_for(config.data, save_in)
+  return _tokens(config, data.text.tokenizer_for(config.data, save_in))
+
+
+def _tokens(config: ml_collections.ConfigDict, tok) -> Tokens:
   docs = data.text.TextEncoder(tok, config.data.max_length)
   return Tokens(tok, docs, data.text.query_encoder(config.data, tok) or docs)
 

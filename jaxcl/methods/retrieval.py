@@ -61,7 +61,7 @@ class Retrieval(Method):
     tower = lambda: models.TextTransformer(  # noqa: E731
         vocab_size=vocab_size, max_len=int(config.data.max_length), width=mc.width, depth=mc.depth,
         heads=mc.heads, mlp_ratio=mc.mlp_ratio, causal=False, pool=mc.pool, pad_id=pad_id,
-        rngs=rngs, **dt)
+        position_embedding=mc.get("position_embedding", True), rngs=rngs, **dt)
     self.query_tower = tower()
     self.doc_tower = self.query_tower if m.shared_towers else tower()
     self.proj = (nnx.Linear(mc.width, m.projection_dim, use_bias=False, rngs=rngs, **dt)

@@ -46,6 +46,7 @@ def default_config(encoder: str = "small_cnn") -> ml_collections.ConfigDict:
   elif encoder == "text_transformer":
     cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio = 128, 2, 4, 4.0
     cfg.pool = "mean"  # "mean" over real tokens | "cls": the first token's output
+    cfg.position_embedding = True  # False with depth 0: a bag of tokens
   elif encoder.startswith("resnet"):
     cfg.stem = "imagenet"
     cfg.width_multiplier = 1.0

@@ -30,6 +30,7 @@ class TextTransformer(nnx.Module):
       causal: bool = True,
       pool: str = "eos",
       pad_id: int = 0,
+      position_embedding: bool = True,
       dtype: jnp.dtype | None = None,
       param_dtype: jnp.dtype = jnp.float32,
       rngs: nnx.Rngs,
@@ -44,6 +45,9 @@ class TextTransformer(nnx.Module):
       pool: "eos" (output at the last non-padding token), "mean" (mean over non-padding tokens) or
         "cls" (output at the first token: BERT's [CLS], with bidirectional attention).
       pad_id: the padding id, masked out of attention and pooling.
+      position_embedding: add a learned position embedding; without it (and with depth 0) the tower
+        is a bag of tokens: a mean of token vectors, whose random init already scores texts by the
+        tokens they share.
       dtype: compute dtype; parameters stay in ``param_dtype``.
       param_dtype: parameter dtype.
       rngs: initialisation keys.
@@ -57,7 +61,7 @@ class TextTransformer(nnx.Module):
     self.max_len = max_len
     self.embed = nnx.Embed(vocab_size, width, embedding_init=nnx.initializers.normal(0.02), **kw)
     self.pos_embed = nnx.Param(nnx.initializers.normal(0.01)(rngs.params(), (1, max_len, width),
-                                                             param_dtype))
+                                                             param_dtype)) if position_embedding else None
     self.blocks = nnx.List([TransformerBlock(width, heads, mlp_ratio=mlp_ratio, **kw)
                             for _ in range(depth)])
     self.norm = nnx.LayerNorm(width, epsilon=1e-6, **kw)
@@ -68,7 +72,8 @@ class TextTransformer(nnx.Module):
     b, t = tokens.shape
     valid = tokens != self.pad_id  # [B, T]
     x = _lookup(self.embed.embedding[...], tokens).astype(self.embed.dtype or self.embed.param_dtype)
-    x = x + self.pos_embed[...][:, :t].astype(self.embed.embedding[...].dtype)
+    if self.pos_embed is not None:
+      x = x + self.pos_embed[...][:, :t].astype(x.dtype)
     # Keys that are padding are never attended to; with causal attention this is implied for the
     # tokens we pool, but bidirectional attention needs it.
     mask = jnp.broadcast_to(valid[:, None, None, :], (b, 1, t, t))
