@@ -87,8 +87,9 @@ def cell_flags(row: str, seed: int) -> tuple[list[str], dict]:
 
 def run(rows, seeds, path: str) -> dict:
   record = methods.load(path)
-  for seed in seeds:
-    for row in rows:
+  # Row by row over the seeds: the ablation's rows have every seed before the batch sweep starts.
+  for row in rows:
+    for seed in seeds:
       key = f"{row}/{seed}"
       if record["cells"].get(key, {}).get("ok"):
         continue

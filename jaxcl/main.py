@@ -4,6 +4,7 @@
   jaxcl eval --workdir runs/simclr_digits [--config configs/simclr_digits.py] [--step N]
   jaxcl prepare-data cifar10 [--manual_dir ~/Downloads] [--data_dir D]
   jaxcl prepare-data --from_pairs pairs.jsonl [--from_beir DIR] --name NAME   (text retrieval)
+  jaxcl prepare-data --from_captions captions.jsonl --name NAME [--image_size 64]   (CLIP captions)
   jaxcl mine --workdir runs/retrieval --name stdlib_code_mined [--num_negatives 4 --margin 0.95]
   jaxcl embed --workdir runs/retrieval [--input corpus.jsonl] [--index DIR]
   jaxcl search --workdir runs/retrieval "remove a directory tree" [--k 10] [--query_file F]
@@ -34,7 +35,7 @@ COMMAND_FLAGS = {
     "train": ("config", "workdir", *_MULTI_HOST),
     "eval": ("workdir", "config", "step", *_MULTI_HOST),
     "prepare-data": ("data_dir", "manual_dir", "image_size", "from_folder", "from_pairs", "from_beir",
-                     "name", "test_fraction"),
+                     "from_captions", "name", "test_fraction"),
     "show-views": ("config", "out", "num_views", "num_images"),
     "config": ("config",),
     "mine": ("workdir", "name", "num_negatives", "top_k", "skip", "margin", "step", "config"),
@@ -64,11 +65,16 @@ _FROM_PAIRS = flags.DEFINE_string(
 _FROM_BEIR = flags.DEFINE_string(
     "from_beir", None, "prepare-data: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) "
     "for evaluation, alone or with --from_pairs as the training pairs (also --from-beir).")
-_NAME = flags.DEFINE_string("name", None, "prepare-data --from_folder/--from_pairs/--from_beir: the "
-                            "new dataset's name.")
+_FROM_CAPTIONS = flags.DEFINE_string(
+    "from_captions", None, "prepare-data: a .jsonl/.csv/.tsv file with columns image (a path "
+    "relative to the file's folder) and caption, one row per caption, or a folder with the images "
+    "and a captions.jsonl, to store as image-caption dataset --name for CLIP/SigLIP (also "
+    "--from-captions; images stored at --image_size, default 64).")
+_NAME = flags.DEFINE_string("name", None, "prepare-data --from_folder/--from_pairs/--from_beir/"
+                            "--from_captions: the new dataset's name.")
 _TEST_FRACTION = flags.DEFINE_float(
-    "test_fraction", 0.2, "prepare-data --from_folder: share of images held out as test; "
-    "--from_pairs alone: share of distinct queries held out as test.")
+    "test_fraction", 0.2, "prepare-data --from_folder/--from_captions: share of images held out as "
+    "test; --from_pairs alone: share of distinct queries held out as test.")
 _NUM_NEGATIVES = flags.DEFINE_integer("num_negatives", 4, "mine: hard negatives kept per query.")
 _TOP_K = flags.DEFINE_integer("top_k", 50, "mine: candidates per query (best non-positive documents).")
 _SKIP = flags.DEFINE_integer("skip", 0, "mine: the best surviving candidates passed over.")
@@ -267,8 +273,23 @@ def _say_prepared(data, path: str, data_dir: str, info) -> None:
                                                 f" --config.data.data_dir={data_dir}"))
 
 
+def _prepare_captions(data) -> None:
+  if not _NAME.value:
+    _usage_error("prepare-data --from_captions FILE needs --name NAME (and no dataset name).")
+  from jaxcl.data import captions, sources  # pylint: disable=g-import-not-at-top
+  data_dir = _DATA_DIR.value or data.default_data_dir()
+  path = sources.prepare_captions(_FROM_CAPTIONS.value, _NAME.value, data_dir=data_dir,
+                                  image_size=_IMAGE_SIZE.value, test_fraction=_TEST_FRACTION.value)
+  _say_prepared(data, path, data_dir, captions.info)
+
+
 def _prepare_data(names: list[str]) -> None:
   from jaxcl import data  # pylint: disable=g-import-not-at-top
+  if _FROM_CAPTIONS.value:
+    if names or _FROM_FOLDER.value or _FROM_PAIRS.value or _FROM_BEIR.value:
+      _usage_error("prepare-data --from_captions takes no dataset name and no other --from_* flag.")
+    _prepare_captions(data)
+    return
   if _FROM_PAIRS.value or _FROM_BEIR.value:
     if names or _FROM_FOLDER.value:
       _usage_error("prepare-data --from_pairs/--from_beir takes no dataset name and no --from_folder.")
@@ -284,7 +305,8 @@ def _prepare_data(names: list[str]) -> None:
     return
   if not names:
     _usage_error("prepare-data needs a dataset name, e.g. `jaxcl prepare-data cifar10`, or "
-                 "--from_folder DIR --name NAME, or --from_pairs FILE --name NAME.")
+                 "--from_folder DIR --name NAME, --from_pairs FILE --name NAME, or "
+                 "--from_captions FILE --name NAME.")
   for name in names:
     cfg = data.default_config(name)
     if _DATA_DIR.value:
@@ -340,7 +362,7 @@ def run(argv: list[str] | None = None) -> None:
     _usage_error(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}.")
   wants_help = any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[2:])
   # The issue-style spellings of some flags (absl names take underscores).
-  argv = [re.sub(r"^--(from|test)-(folder|fraction|pairs|beir)", r"--\1_\2", a) for a in argv]
+  argv = [re.sub(r"^--(from|test)-(folder|fraction|pairs|beir|captions)", r"--\1_\2", a) for a in argv]
   argv = [a for a in argv if a not in ("-h", "--help", "-help", "--helpfull")]
   if FLAGS.is_parsed():
     # Called again in one process (tests, notebooks), or after a library parsed flags for itself:

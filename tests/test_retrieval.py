@@ -147,9 +147,11 @@ def test_own_pairs_train_mine_train_embed_search(tmp_path, capsys):
 
   run2 = tmp_path / "run2"
   _jaxcl("train", *common, "--config.data.name=my_pairs_mined",
-         f"--config.method.num_negatives={NEGATIVES}", "--config.eval.baselines=False",
-         "--workdir", run2)
+         f"--config.method.num_negatives={NEGATIVES}", "--config.eval.final=False",
+         f"--config.train.init_checkpoint={run / 'checkpoints'}", "--workdir", run2)
   assert np.isfinite(json.loads((run2 / "results.json").read_text())["loss"])
+  # Started from run's weights, it reads their token ids with run's tokenizer.
+  assert (run2 / "tokenizer.json").read_text() == (run / "tokenizer.json").read_text()
 
   _jaxcl("embed", "--workdir", run2)
   capsys.readouterr()
@@ -162,3 +164,19 @@ def test_own_pairs_train_mine_train_embed_search(tmp_path, capsys):
   assert stop.value.code == 1
   assert "no index in" in capsys.readouterr().err
   shutil.rmtree(data_dir)
+
+
+def test_image_run_embeds_its_dataset_and_finds_an_image(tmp_path, capsys):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  run = tmp_path / "simclr"
+  _jaxcl("train", "--config", os.path.join(ROOT, "configs", "simclr_digits.py") + ":smoke",
+         "--config.steps=1", "--workdir", run)
+  _jaxcl("embed", "--workdir", run)
+  cfg = data.default_config("digits")
+  images, _ = data.load_arrays(cfg, "test")
+  Image.fromarray(images[7][..., 0]).save(tmp_path / "digit.png")
+  capsys.readouterr()
+  _jaxcl("search", "--workdir", run, "--image", tmp_path / "digit.png", "--k", 2)
+  lines = capsys.readouterr().out.splitlines()
+  first = next(line for line in lines if line.strip().startswith("1."))
+  assert "test/7" in first and "1.000" in first  # the image itself, at cosine 1

@@ -8,22 +8,22 @@
   images, labels = jaxcl.data.load_arrays(cfg, "test")
 
 Text retrieval datasets (query/positive pairs, a corpus and qrels) are read through
-``jaxcl.data.text``.
+``jaxcl.data.text``; image-caption datasets (``prepare_captions``) through ``jaxcl.data.captions``.
 """
 
-from jaxcl.data import images, text
+from jaxcl.data import captions, images, text
 from jaxcl.data.config import default_config, default_data_dir
 from jaxcl.data.pipeline import load_arrays, train_iterator
 from jaxcl.data.sources import (
     EMBEDDED, DataInfo, NotPreparedError, check_prepared, info, prepare, prepare_command,
-    prepare_folder, prepare_text)
+    prepare_captions, prepare_folder, prepare_text)
 
 # Every process that reads data imports this package (Grain's workers too), so this one call sets
 # Pillow's pixel limit wherever jaxcl decodes images.
 images.limit_pil_pixels()
 
 __all__ = [
-    "EMBEDDED", "DataInfo", "NotPreparedError", "check_prepared", "default_config",
-    "default_data_dir", "info", "load_arrays", "prepare", "prepare_command", "prepare_folder",
-    "prepare_text", "text", "train_iterator",
+    "EMBEDDED", "DataInfo", "NotPreparedError", "captions", "check_prepared", "default_config",
+    "default_data_dir", "info", "load_arrays", "prepare", "prepare_captions", "prepare_command",
+    "prepare_folder", "prepare_text", "text", "train_iterator",
 ]

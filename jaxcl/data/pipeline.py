@@ -171,7 +171,8 @@ def _ensure_absl_flags_parsed() -> None:
 
 
 def train_iterator(cfg: ml_collections.ConfigDict, *, seed: int, global_batch_size: int,
-                   process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
+                   process_index: int = 0, process_count: int = 1,
+                   caption_encoder: Any = None) -> grain.DatasetIterator:
   """An infinite iterator over this process's part of shuffled global training batches.
 
   Args:
@@ -180,6 +181,9 @@ def train_iterator(cfg: ml_collections.ConfigDict, *, seed: int, global_batch_si
     global_batch_size: examples per training step over all processes.
     process_index: this JAX process (jax.process_index()).
     process_count: number of JAX processes (jax.process_count()).
+    caption_encoder: for an image-caption dataset (``jaxcl.data.captions``), a
+      ``jaxcl.data.text.TextEncoder``: each example's caption is tokenized with it in the pipeline
+      and the batches also hold ``caption_ids`` int32 [L, max_length].
 
   Returns:
     A Grain DatasetIterator of dict(image=uint8 [L,H,W,C], label=int32 [L]), L = global_batch_size /
@@ -209,7 +213,10 @@ def train_iterator(cfg: ml_collections.ConfigDict, *, seed: int, global_batch_si
   else:
     ds = sliced_dataset(source, seed=seed, global_batch_size=global_batch_size,
                         process_index=process_index, process_count=process_count)
-  ds = ds.map(_example_transform(cfg))
+  transform = _example_transform(cfg)
+  if caption_encoder is not None:
+    transform = transforms.ToImageCaption(transform, caption_encoder)
+  ds = ds.map(transform)
   # Batching before to_iter_dataset keeps whole batches as the unit that workers take turns on, so
   # the batches are the same for any num_workers.
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True)

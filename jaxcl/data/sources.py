@@ -230,6 +230,20 @@ def prepare_text(name: str, *, data_dir: str, pairs: str | None = None, beir: st
   return _build_offline(builder_cls, data_dir)
 
 
+def prepare_captions(path: str, name: str, *, data_dir: str, image_size: int | None = None,
+                     test_fraction: float = 0.2) -> str:
+  """Stores a caption file (or a folder with captions.jsonl) as image-caption dataset ``name``.
+
+  See ``jaxcl.data.builders.captions`` (the file format, features and splits). Returns the prepared
+  folder; ``data.name=name`` then reads it, and CLIP/SigLIP train on its captions.
+  """
+  _check_new_name(name, data_dir)
+  from jaxcl.data.builders import captions  # pylint: disable=g-import-not-at-top
+  builder_cls, _ = captions.make_builder(name, path, image_size=image_size,
+                                         test_fraction=test_fraction)
+  return _build_offline(builder_cls, data_dir)
+
+
 def _embedded_builder(cfg: ml_collections.ConfigDict):
   if cfg.name == "digits":
     from jaxcl.data.builders import digits  # pylint: disable=g-import-not-at-top

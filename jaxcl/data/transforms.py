@@ -71,3 +71,21 @@ class ToImageLabel(grain.transforms.Map):
     if self.image_size is not None:
       image = resize_and_crop(image, self.image_size, self.resize_method)
     return {"image": image, "label": np.asarray(element[self.label_key], dtype=np.int32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ToImageCaption(grain.transforms.Map):
+  """A decoded example of an image-caption dataset -> ``ToImageLabel``'s dict(image, label) plus
+  ``caption_ids`` int32 [max_length]: the caption tokenized by ``encoder`` (a
+  ``jaxcl.data.text.TextEncoder``, which pickles as its tokenizer's JSON for Grain's workers)."""
+
+  images: ToImageLabel
+  encoder: Any
+  caption_key: str = "caption"
+
+  def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
+    out = self.images.map(element)
+    caption = element[self.caption_key]
+    caption = caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
+    out["caption_ids"] = np.asarray(self.encoder([caption])[0][0], np.int32)
+    return out

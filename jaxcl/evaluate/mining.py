@@ -102,7 +102,8 @@ def _pair_scores(queries: np.ndarray, corpus: np.ndarray, pair_query: np.ndarray
 def mine_hard_negatives(query_emb: jax.typing.ArrayLike, corpus_emb: jax.typing.ArrayLike,
                         positives: Sequence[Collection[int]], *, num_negatives: int,
                         top_k: int = 50, skip: int = 0, margin: float | None = 0.95,
-                        similarity: str = "dot") -> MinedNegatives:
+                        similarity: str = "dot", mesh: jax.sharding.Mesh | None = None
+                        ) -> MinedNegatives:
   """Hard negatives of every query among the corpus, false negatives filtered (see the module doc).
 
   Moreira et al. 2024, "NV-Retriever: Improving text embedding models with effective
@@ -120,6 +121,7 @@ def mine_hard_negatives(query_emb: jax.typing.ArrayLike, corpus_emb: jax.typing.
     margin: drop candidates scoring above ``margin`` x the best positive score (in (0, 1]);
       None keeps every candidate.
     similarity: "dot" or "cosine" (both sides L2-normalised first).
+    mesh: search with the corpus sharded over this mesh's "data" axis (the same result).
 
   Returns:
     ``MinedNegatives``: rows and scores [Q, num_negatives] (-1 / -inf where fewer were found) and
@@ -136,7 +138,8 @@ def mine_hard_negatives(query_emb: jax.typing.ArrayLike, corpus_emb: jax.typing.
                           np.zeros((0, num_negatives), np.float32), 0, 0)
   most = int(np.bincount(pair_query, minlength=nq).max())
   # Room for every positive above the candidates, so top_k candidates remain after dropping them.
-  scores, cand = ranking.top_k_search(queries, corpus, min(n, top_k + most), similarity=similarity)
+  scores, cand = ranking.top_k_search(queries, corpus, min(n, top_k + most), similarity=similarity,
+                                      mesh=mesh)
   known = np.isin(np.arange(nq, dtype=np.int64)[:, None] * n + cand, pair_query * n + pair_row)
   before = np.cumsum(~known, axis=1) - ~known  # non-positive candidates ranked above each one
   pool = ~known & (before < top_k)

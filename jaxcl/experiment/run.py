@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from jaxcl import data, evaluate, methods, report
-from jaxcl.experiment import describe, retrieval, validation
+from jaxcl.experiment import captions, describe, retrieval, validation
 from jaxcl.train import Checkpointer, TrainSetup, checkpoint, fit, grad_cache, mesh, optim
 from jaxcl.train.online_probe import OnlineProbe
 from jaxcl.train.preemption import Preempted
@@ -75,6 +75,8 @@ def _prepare(config: ml_collections.ConfigDict, workdir: str):
     setup = build_setup(config, mesh_, vocab_size=tokens.vocab_size, pad_id=tokens.pad_id)
     return setup, retrieval.SearchEvaluator(config, setup, tokens), retrieval.pairs_stream(config,
                                                                                             tokens)
+  if captions.is_caption_run(config):  # CLIP/SigLIP on a dataset's own captions
+    return captions.prepare(config, workdir, mesh_, build_setup)
   info = data.info(config.data)
   setup = build_setup(config, mesh_, info)
   return (setup, Evaluator(config, setup, info),

@@ -58,7 +58,8 @@ def mine(config: ml_collections.ConfigDict, workdir: str, *, name: str, num_nega
   queries = evaluator.embed(method.encode_queries, tokens.query_encoder(train.queries)[0],
                             "mine: queries")
   mined = mining.mine_hard_negatives(queries, docs, train.positives, num_negatives=num_negatives,
-                                     top_k=top_k, skip=skip, margin=margin, similarity="cosine")
+                                     top_k=top_k, skip=skip, margin=margin, similarity="cosine",
+                                     mesh=evaluator.mesh if jax.device_count() > 1 else None)
   step_done = int(meta.get("step", -1))
   path = data.text.write_negatives(
       d, mined.for_rows(train.row_query), name=name,

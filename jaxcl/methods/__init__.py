@@ -88,7 +88,8 @@ def create(
     num_classes: number of classes (CLIP/SigLIP caption one per class).
     class_names: the class names, used by CLIP/SigLIP's captions.
     rngs: initialisation keys.
-    vocab_size / pad_id: the tokenizer's, for the text methods (``TEXT_METHODS``).
+    vocab_size / pad_id: the tokenizer's, for the text methods (``TEXT_METHODS``), and for
+      CLIP/SigLIP on a captioned dataset (> 0: the text tower reads ``batch["caption_ids"]``).
 
   Returns:
     The method, an ``nnx.Module`` following ``jaxcl.methods.base.Method``.
@@ -100,7 +101,7 @@ def create(
     return cls(config, vocab_size=vocab_size, pad_id=pad_id, rngs=rngs)
   if cls in (CLIP, SigLIP):
     return cls(config, image_shape=tuple(image_shape), num_classes=num_classes,
-               class_names=class_names, rngs=rngs)
+               class_names=class_names, rngs=rngs, vocab_size=vocab_size, pad_id=pad_id)
   return cls(config, image_shape=tuple(image_shape), rngs=rngs)
 
 

@@ -7,6 +7,15 @@ from the class names ("a photo of the digit three"), tokenised by a word-level v
 templates; this also gives zero-shot classification by text prompt (``zero_shot_logits``). CLIP learns
 ``log`` of its logit scale (init ``log(1/0.07)``, scale clipped at 100) with the symmetric cross-entropy;
 SigLIP learns ``log`` scale (init ``log 10``) and a bias (init -10) with the pairwise sigmoid loss.
+
+With a captioned dataset (``jaxcl prepare-data --from_captions``; the method is built with the BPE
+tokenizer's ``vocab_size`` and ``pad_id``) the text tower reads each row's own caption,
+``batch["caption_ids"]`` [b, data.max_length], instead of the class-prompt table. Several rows can show
+one image (COCO has five captions per image): CLIP's loss then does not count a caption of the same
+image (same ``batch["label"]``, the image's index) as a negative, through ``retrieval_infonce``'s
+``positive_keys`` (symmetric, ``temperature = 1 / logit_scale``: CLIP's loss with that mask). The
+memory-linear form (``loss_block_size > 0``) and SigLIP's sigmoid loss have no such mask: there a
+same-image pair in one batch counts as a negative (rare when images far outnumber the batch).
 """
 
 from __future__ import annotations
@@ -112,15 +121,36 @@ def captions(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
 
 
 class CLIP(common.ImageMethod):
-  """Image and text towers trained with CLIP's contrastive loss on class-name captions."""
+  """Image and text towers trained with CLIP's contrastive loss on class-name captions, or on a
+  dataset's own captions (``vocab_size > 0``; module doc)."""
 
   uses_labels = True
   sigmoid = False
 
   def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
-               num_classes: int, class_names: Sequence[str], rngs: nnx.Rngs):
+               num_classes: int, class_names: Sequence[str], rngs: nnx.Rngs, vocab_size: int = 0,
+               pad_id: int = 0):
+    """Builds both towers.
+
+    Args:
+      config: the experiment config (``method``, ``model``, ``augment``; ``data.max_length`` with
+        captions).
+      image_shape: (H, W, C) of the stored images.
+      num_classes / class_names: the classes the prompt captions are made from.
+      rngs: initialisation keys.
+      vocab_size: > 0 for a captioned dataset: the tokenizer's vocabulary size; the text tower then
+        reads ``batch["caption_ids"]`` (``data.max_length`` tokens) instead of class prompts.
+      pad_id: the tokenizer's padding id (with ``vocab_size``).
+    """
     super().__init__(config, image_shape=image_shape, rngs=rngs)
     mcfg = config.method
+    self.captioned = vocab_size > 0
+    if self.captioned:
+      self._init_towers(config, vocab_size=vocab_size, max_len=int(config.data.max_length),
+                        pad_id=pad_id, rngs=rngs)
+      self.num_classes, self.num_templates = num_classes, 0
+      self.captions, self.tokenizer_vocab, self.caption_tokens = (), (), ()
+      return
     class_names = tuple(str(c) for c in class_names)
     if len(class_names) != num_classes:
       raise ValueError(f"{mcfg.name} needs one class name per class: got {len(class_names)} names for"
@@ -135,11 +165,18 @@ class CLIP(common.ImageMethod):
     self.tokenizer_vocab = WordTokenizer(self.captions).vocab
     # A tuple keeps the token table static (hashable) in the graph definition.
     self.caption_tokens = tuple(map(tuple, WordTokenizer(self.captions)(self.captions).tolist()))
+    self._init_towers(config, vocab_size=len(self.tokenizer_vocab),
+                      max_len=len(self.caption_tokens[0]), pad_id=PAD, rngs=rngs)
+
+  def _init_towers(self, config: ml_collections.ConfigDict, *, vocab_size: int, max_len: int,
+                   pad_id: int, rngs: nnx.Rngs) -> None:
+    """The text tower, both projections, the logit scale and the loss's block size."""
+    mcfg = config.method
     dt = common.model_dtypes(config)
     self.text = models.TextTransformer(
-        vocab_size=len(self.tokenizer_vocab), max_len=len(self.caption_tokens[0]),
-        width=mcfg.text_width, depth=mcfg.text_depth, heads=mcfg.text_heads, causal=mcfg.text_causal,
-        pool=mcfg.text_pool, rngs=rngs, **dt)
+        vocab_size=vocab_size, max_len=max_len, width=mcfg.text_width, depth=mcfg.text_depth,
+        heads=mcfg.text_heads, causal=mcfg.text_causal, pool=mcfg.text_pool, pad_id=pad_id,
+        rngs=rngs, **dt)
     self.image_proj = nnx.Linear(self.encoder.out_dim, mcfg.embed_dim, use_bias=False, rngs=rngs, **dt)
     self.text_proj = nnx.Linear(self.text.out_dim, mcfg.embed_dim, use_bias=False, rngs=rngs, **dt)
     if mcfg.init_logit_scale <= 0:
@@ -156,8 +193,16 @@ class CLIP(common.ImageMethod):
     """Text embeddings [N, embed_dim] (not normalised) of token ids [N, L]."""
     return self.text_proj(self.text(tokens)).astype(jnp.float32)
 
+  def encode_images(self, images: jax.Array) -> jax.Array:
+    """Image embeddings [B, embed_dim] (not normalised) of float images [B, H, W, C] in [0, 1]
+    (eval mode)."""
+    return self.image_proj(self.features(images)).astype(jnp.float32)
+
   def caption_embeddings(self) -> jax.Array:
     """Embeddings of every caption, [num_classes * num_templates, embed_dim], class-major."""
+    if self.captioned:
+      raise ValueError("this CLIP/SigLIP was trained on a dataset's own captions and has no class "
+                       "prompts; embed texts with encode_text(token ids) instead.")
     return self.encode_text(jnp.asarray(self.caption_tokens, jnp.int32))
 
   def class_embeddings(self) -> jax.Array:
@@ -166,7 +211,12 @@ class CLIP(common.ImageMethod):
     e = e.reshape(self.num_classes, self.num_templates, -1).mean(axis=1)
     return losses.l2_normalize(e)
 
-  def _pair_loss(self, img, txt, axis_name):
+  def _pair_loss(self, img, txt, axis_name, image_keys=None):
+    if image_keys is not None and self.block_size is None:
+      # CLIP's symmetric cross-entropy, captions of one image not each other's negatives.
+      return losses.retrieval_infonce(img, txt, temperature=1.0 / self.logit_scale(),
+                                      positive_keys=image_keys, symmetric=True,
+                                      axis_name=axis_name)
     return losses.clip_loss(img, txt, logit_scale=self.logit_scale(), axis_name=axis_name,
                             block_size=self.block_size)
 
@@ -176,6 +226,16 @@ class CLIP(common.ImageMethod):
     labels = batch["label"]
     bn = self.bn_axis(axis_name)
     img = self.image_proj(self.encoder(image, train=True, axis_name=bn)).astype(jnp.float32)
+    if self.captioned:
+      txt = self.encode_text(batch["caption_ids"])
+      loss = self._pair_loss(img, txt, axis_name, image_keys=labels)
+      metrics = dict(
+          positive_top1=losses.positive_top1(jax.lax.stop_gradient(img), jax.lax.stop_gradient(txt),
+                                             axis_name=axis_name),
+          logit_scale=self.logit_scale(),
+          embedding_std=losses.embedding_std(jax.lax.stop_gradient(img), axis_name=axis_name),
+      )
+      return loss, metrics
     # Embed each distinct caption once, then look rows up: far cheaper than a text pass per example.
     table = self.caption_embeddings()
     if self.num_templates > 1:
@@ -201,7 +261,7 @@ class CLIP(common.ImageMethod):
     ``logit_scale * cos(image, class prompt)`` (plus the bias for SigLIP); the argmax is the predicted
     class.
     """
-    img = losses.l2_normalize(self.image_proj(self.features(images)).astype(jnp.float32))
+    img = losses.l2_normalize(self.encode_images(images))
     logits = self.logit_scale() * img @ self.class_embeddings().T
     if self.sigmoid:
       logits = logits + self.logit_bias[...]
@@ -214,12 +274,14 @@ class SigLIP(CLIP):
   sigmoid = True
 
   def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
-               num_classes: int, class_names: Sequence[str], rngs: nnx.Rngs):
+               num_classes: int, class_names: Sequence[str], rngs: nnx.Rngs, vocab_size: int = 0,
+               pad_id: int = 0):
     super().__init__(config, image_shape=image_shape, num_classes=num_classes,
-                     class_names=class_names, rngs=rngs)
+                     class_names=class_names, rngs=rngs, vocab_size=vocab_size, pad_id=pad_id)
     self.logit_bias = nnx.Param(jnp.asarray(config.method.init_logit_bias, jnp.float32))
 
-  def _pair_loss(self, img, txt, axis_name):
+  def _pair_loss(self, img, txt, axis_name, image_keys=None):
+    del image_keys  # the sigmoid loss has no mask (module doc)
     return losses.sigmoid_loss(img, txt, logit_scale=self.logit_scale(),
                                logit_bias=self.logit_bias[...], axis_name=axis_name,
                                block_size=self.block_size)

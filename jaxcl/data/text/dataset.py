@@ -217,10 +217,14 @@ def load_train_queries(cfg: ml_collections.ConfigDict, split: str | None = None,
 
 
 def training_texts(cfg: ml_collections.ConfigDict, split: str = "train"):
-  """Every query, positive and negative of ``split``, in stored order (a tokenizer's input)."""
+  """Every query, positive and negative of ``split``, in stored order (a tokenizer's input); of an
+  image-caption dataset (``jaxcl.data.captions``), every caption."""
   source = _source(cfg, split, field="data.train_split")
   for i in range(len(source)):
     r = source[i]
+    if "caption" in r:
+      yield _str(r["caption"])
+      continue
     yield _str(r["query"])
     yield _str(r["positive"])
     yield from (_str(n) for n in r["negatives"])
