@@ -12,7 +12,9 @@ parks the process at a known moment, touches ``--marker`` and sleeps until the p
   of this process) and never gets it: a kill between checkpoints, async saves still free to finish.
 * ``--pause_before_step K``: as ``--hang_before_step``, but the process only waits there (signals
   are handled) until the parent creates ``<marker>.go``, then trains on: a signal at a known step.
-* ``--fail_save_step K``: the save of checkpoint K raises ENOSPC, as on a full disk.
+* ``--fail_save_step K``: the save of checkpoint K raises ENOSPC, as on a full disk (or
+  ``--fail_save_errno EACCES``: as in a workdir made unwritable during the run; the tests run as root,
+  whom a chmod does not stop).
 * ``--dump_restored PATH``: the arrays the resume restored, as this process's mesh holds them, go to
   an ``.npz`` file (to check a restore onto another device count is exact).
 * ``--hang_save_step K``: the async save of checkpoint K stops just before Orbax renames its temporary
@@ -110,8 +112,9 @@ def _install_restore_dump(path: str) -> None:
   checkpoint.Checkpointer.restore = restore
 
 
-def _install_save_failure(step: int) -> None:
-  """Checkpoint ``step``'s save fails as on a full disk (ENOSPC), before anything of it is written."""
+def _install_save_failure(step: int, code: str = "ENOSPC") -> None:
+  """Checkpoint ``step``'s save fails with OSError ``code`` (ENOSPC: a full disk; EACCES: an
+  unwritable workdir), before anything of it is written."""
   import errno  # pylint: disable=g-import-not-at-top
 
   from jaxcl.train import checkpoint  # pylint: disable=g-import-not-at-top
@@ -120,7 +123,8 @@ def _install_save_failure(step: int) -> None:
 
   def save(self, at, *args, **kwargs):
     if at == step:
-      raise OSError(errno.ENOSPC, "No space left on device")
+      number = getattr(errno, code)
+      raise OSError(number, os.strerror(number))
     return original(self, at, *args, **kwargs)
 
   checkpoint.Checkpointer.save = save
@@ -135,6 +139,7 @@ def main() -> None:
   parser.add_argument("--hang_save_step", type=int, default=-1)
   parser.add_argument("--pause_before_step", type=int, default=-1)
   parser.add_argument("--fail_save_step", type=int, default=-1)
+  parser.add_argument("--fail_save_errno", default="ENOSPC")
   parser.add_argument("--marker", default="")
   parser.add_argument("--dump_restored", default="")
   args = parser.parse_args(argv[:split])
@@ -152,7 +157,7 @@ def main() -> None:
   if args.pause_before_step >= 0:
     _install_step_hang(args.pause_before_step, args.marker, pause=True)
   if args.fail_save_step >= 0:
-    _install_save_failure(args.fail_save_step)
+    _install_save_failure(args.fail_save_step, args.fail_save_errno)
   if args.dump_restored:
     _install_restore_dump(args.dump_restored)
   from jaxcl import main as jaxcl_main  # pylint: disable=g-import-not-at-top

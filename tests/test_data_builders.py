@@ -325,3 +325,60 @@ def test_bad_image_folders_fail_in_one_line_and_prepare_nothing(tmp_path, layout
     data.prepare_folder(str(root), kwargs.get("name", "mine"), data_dir=str(data_dir))
   assert "\n" not in str(err.value)
   assert not list(data_dir.glob("**/dataset_info.json"))
+
+
+# A catalog-style TFDS builder with manual files (as imagenet2012 is). TFDS reads a builder's
+# resources from its package, so the test writes it as one and imports it, which registers it.
+_MANUAL_BUILDER = """
+import numpy as np
+import tensorflow_datasets as tfds
+
+
+class JaxclTestManualShapes(tfds.core.GeneratorBasedBuilder):
+  VERSION = tfds.core.Version("1.0.0")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Put shapes.csv (a label, then 16 pixel values, per line) in DIR."
+
+  def _info(self):
+    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+        "image": tfds.features.Tensor(shape=(4, 4, 1), dtype=np.uint8),
+        "label": tfds.features.ClassLabel(names=["dark", "light"])}))
+
+  def _split_generators(self, dl_manager):
+    path = dl_manager.manual_dir / "shapes.csv"
+    return {"train": self._generate_examples(path, 0), "test": self._generate_examples(path, 1)}
+
+  def _generate_examples(self, path, parity):
+    for i, line in enumerate(path.read_text().splitlines()):
+      if i % 2 == parity:
+        label, *pixels = map(int, line.split(","))
+        yield i, {"image": np.asarray(pixels, np.uint8).reshape(4, 4, 1), "label": label}
+"""
+
+
+def test_catalog_builder_with_manual_files_prepares_offline_by_name(tmp_path, capsys):
+  from jaxcl import main
+  name, manual = "jaxcl_test_manual_shapes", tmp_path / "manual"
+  package = tmp_path / "packages" / name
+  package.mkdir(parents=True)
+  (package / "__init__.py").write_text(_MANUAL_BUILDER)
+  sys.path.insert(0, str(package.parent))
+  try:
+    __import__(name)
+  finally:
+    sys.path.remove(str(package.parent))
+  manual.mkdir()
+  args = ["jaxcl", "prepare-data", name, "--manual_dir", str(manual), "--data_dir", str(tmp_path)]
+  with pytest.raises(SystemExit) as stop:  # the files are not there yet: one line, what to do
+    main.run(args)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert stop.value.code == 1 and "Traceback" not in "\n".join(err)
+  assert "data.manual_dir=" in err[0] and "Put shapes.csv" in err[0] and "--manual_dir" in err[0]
+  rng = np.random.default_rng(0)
+  (manual / "shapes.csv").write_text("\n".join(
+      ",".join(map(str, [i % 2, *rng.integers(0, 256, 16)])) for i in range(12)))
+  main.run(args)
+  cfg = data.default_config(name)
+  cfg.data_dir, cfg.image_size = str(tmp_path), 4
+  info = data.info(cfg)
+  assert (info.num_train, info.num_test, info.class_names) == (6, 6, ("dark", "light"))
+  assert next(data.train_iterator(cfg, seed=0, global_batch_size=4))["image"].shape == (4, 4, 4, 1)

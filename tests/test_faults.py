@@ -143,11 +143,14 @@ def test_damaged_newest_checkpoint_resumes_from_the_older_one(tmp_path, tmp_path
   assert (workdir / "checkpoints-damaged" / str(2 * EVERY)).is_dir()
 
 
-def test_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+@pytest.mark.parametrize("code, text", [("ENOSPC", "No space left on device"),
+                                        ("EACCES", "Permission denied")])  # workdir made read-only
+def test_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(tmp_path, code, text):
   workdir = str(tmp_path / "run")
-  w = Worker(workdir, devices=8, hooks=[f"--fail_save_step={2 * EVERY}"], log_name="full_disk")
+  w = Worker(workdir, devices=8, hooks=[f"--fail_save_step={2 * EVERY}", f"--fail_save_errno={code}"],
+             log_name=f"save_{code}")
   w.wait(expected_rc=1)
   log = w.log()
-  assert f"cannot write checkpoint {2 * EVERY} to" in log and "No space left on device" in log, log
+  assert f"cannot write checkpoint {2 * EVERY} to" in log and text in log, log
   assert f"the last complete one is {EVERY}" in log and "Traceback" not in log
   assert _complete_steps(workdir) == [EVERY]

@@ -327,10 +327,17 @@ def prepare(cfg: ml_collections.ConfigDict, *, progress: bool = True) -> None:
   except ImportError as e:
     if "tensorflow" not in str(e).lower():
       raise
-    raise RuntimeError(
+    raise ValueError(
         f"Preparing {cfg.name} with its TFDS builder needs TensorFlow: "
         "`pip install 'jaxcl[tensorflow]'` (reading the prepared array_record files does not)."
     ) from e
+  except AssertionError as e:  # TFDS's way of saying the manual files are missing
+    if "manual" not in str(e).lower():
+      raise
+    how = " ".join(str(getattr(b, "MANUAL_DOWNLOAD_INSTRUCTIONS", "") or "").split())
+    raise ValueError(
+        f"{cfg.name} is built from files you download yourself, and data.manual_dir="
+        f"{cfg.manual_dir!r} does not hold them. {how} Then run: {prepare_command(cfg)}") from e
   finally:
     tfds.display_progress_bar(was_active)
 

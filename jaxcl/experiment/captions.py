@@ -33,6 +33,7 @@ from jaxcl import data, evaluate
 from jaxcl.data import captions as caption_data
 from jaxcl.evaluate import image_text
 from jaxcl.experiment import retrieval
+from jaxcl.experiment.evaluator import EvaluatorBase
 from jaxcl.train import TrainSetup
 
 CAPTION_METHODS = ("clip", "siglip")
@@ -75,15 +76,15 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | None, mesh_: jax.s
   return setup, CaptionEvaluator(config, setup, tokens), iterator
 
 
-class CaptionEvaluator:
+class CaptionEvaluator(EvaluatorBase):
   """Image <-> text Recall@K of the towers on the eval split (``monitor`` and ``final``, as
   ``run.Evaluator``); at most ``eval.max_test_examples`` images when > 0."""
 
   def __init__(self, config: ml_collections.ConfigDict, setup: TrainSetup,
                tokens: retrieval.Tokens):
-    self.config, self.setup, self.tokens, self.mesh = config, setup, tokens, setup.mesh
+    super().__init__(config, setup)
+    self.tokens = tokens
     self._test: tuple[caption_data.CaptionSet, np.ndarray] | None = None
-    self._is_main = jax.process_index() == 0
 
   def test_set(self) -> tuple[caption_data.CaptionSet, np.ndarray]:
     """The eval split's images and captions, and the captions' token ids [C, data.max_length]."""
@@ -92,11 +93,6 @@ class CaptionEvaluator:
                                          max_images=self.config.eval.max_test_examples)
       self._test = found, self.tokens.encoder(found.captions)[0]
     return self._test
-
-  def batch_size(self) -> int:
-    """Rows per embedding step: ``eval.batch_size`` rounded down to a multiple of the devices."""
-    n = self.mesh.size
-    return max(n, self.config.eval.batch_size // n * n)
 
   def scores(self, method: nnx.Module, name: str | None = None) -> dict[str, float]:
     """Recall@K of ``method``'s towers on the eval split."""
@@ -114,14 +110,6 @@ class CaptionEvaluator:
     del probe
     got = self.scores(method)
     return {"i2t_recall@1": got["i2t_recall@1"], "t2i_recall@1": got["t2i_recall@1"]}
-
-  def _timed(self, timings: dict[str, float], name: str, fn, *args):
-    t0 = time.perf_counter()
-    out = fn(*args)
-    timings[name] = round(time.perf_counter() - t0, 2)
-    if self._is_main:
-      print(f"eval: {name}: {timings[name]:.1f}s", flush=True)
-    return out
 
   def final(self, method: nnx.Module, *, workdir: str, is_main: bool, probe: Any = None) -> dict:
     """The final table: trained towers, and (``eval.baselines``) the random-init towers."""

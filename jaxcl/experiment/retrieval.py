@@ -28,6 +28,7 @@ from flax import nnx
 
 from jaxcl import data, evaluate
 from jaxcl.evaluate import bm25, ranking
+from jaxcl.experiment.evaluator import EvaluatorBase
 from jaxcl.train import TrainSetup
 
 TOP_K = 100  # documents ranked per query (Recall@100 needs them)
@@ -110,13 +111,13 @@ class SearchSet:
   relevant: list[dict[int, int]]
 
 
-class SearchEvaluator:
+class SearchEvaluator(EvaluatorBase):
   """Ranking metrics of the trained towers, the random-init towers and BM25 (module docstring)."""
 
   def __init__(self, config: ml_collections.ConfigDict, setup: TrainSetup, tokens: Tokens):
-    self.config, self.setup, self.tokens, self.mesh = config, setup, tokens, setup.mesh
+    super().__init__(config, setup)
+    self.tokens = tokens
     self._sets: dict[str, SearchSet] = {}
-    self._is_main = jax.process_index() == 0
 
   def search_set(self, split: str) -> SearchSet:
     """The corpus and ``split``'s queries (at most ``eval.max_test_examples`` of them when > 0)."""
@@ -133,11 +134,6 @@ class SearchEvaluator:
   def _monitor_split(self) -> str:
     return "validation" if data.text.info(self.config.data).num_validation else \
         self.config.data.eval_split
-
-  def batch_size(self) -> int:
-    """Texts per embedding step: ``eval.batch_size`` rounded down to a multiple of the devices."""
-    n = self.mesh.size
-    return max(n, self.config.eval.batch_size // n * n)
 
   def embed(self, fn, tokens: np.ndarray, progress: str | None = None) -> np.ndarray:
     """``fn`` (a tower's ``encode_*``) over token ids [N, L], batched and sharded over the mesh."""
@@ -160,14 +156,6 @@ class SearchEvaluator:
     split = self.search_set(self._monitor_split())
     got = self.scores(method, split)
     return {f"{split.split}_ndcg@10": got["ndcg@10"], f"{split.split}_mrr@10": got["mrr@10"]}
-
-  def _timed(self, timings: dict[str, float], name: str, fn, *args):
-    t0 = time.perf_counter()
-    out = fn(*args)
-    timings[name] = round(time.perf_counter() - t0, 2)
-    if self._is_main:
-      print(f"eval: {name}: {timings[name]:.1f}s", flush=True)
-    return out
 
   def final(self, method: nnx.Module, *, workdir: str, is_main: bool, probe: Any = None) -> dict:
     """The final table: trained towers, random-init towers, BM25 on ``data.eval_split``."""

@@ -23,6 +23,7 @@ from flax import nnx
 
 from jaxcl import data, evaluate, methods, report
 from jaxcl.experiment import captions, describe, retrieval, validation
+from jaxcl.experiment.evaluator import EvaluatorBase
 from jaxcl.train import Checkpointer, TrainSetup, checkpoint, fit, grad_cache, mesh, optim
 from jaxcl.train.online_probe import OnlineProbe
 from jaxcl.train.preemption import Preempted
@@ -199,13 +200,13 @@ def _export_encoder(method: nnx.Module, config: ml_collections.ConfigDict, workd
                                  "image_size": config.data.image_size})
 
 
-class Evaluator:
+class Evaluator(EvaluatorBase):
   """kNN monitor during training; kNN + linear probe + baselines at the end (``config.eval``)."""
 
   def __init__(self, config: ml_collections.ConfigDict, setup: TrainSetup, info: data.DataInfo):
-    self.config, self.setup, self.info, self.mesh = config, setup, info, setup.mesh
+    super().__init__(config, setup)
+    self.info = info
     self._arrays = None
-    self._is_main = jax.process_index() == 0
 
   def arrays(self):
     if self._arrays is None:
@@ -219,11 +220,6 @@ class Evaluator:
         test = tuple(a[:e.max_test_examples] for a in test)
       self._arrays = train, test
     return self._arrays
-
-  def batch_size(self) -> int:
-    """Images per evaluation step: ``eval.batch_size`` rounded down to a multiple of the devices."""
-    n = self.mesh.size
-    return max(n, self.config.eval.batch_size // n * n)
 
   def knn(self, method: nnx.Module) -> float:
     """kNN accuracy of ``method``'s features (train split as memory bank, eval split as queries)."""
@@ -240,15 +236,6 @@ class Evaluator:
         num_classes=self.info.num_classes, mesh=self.mesh)}
     if probe is not None:
       out["online_probe_test"] = _probe_accuracy(probe, test_f, test[1])
-    return out
-
-  def _timed(self, timings: dict[str, float], name: str, fn, *args, **kwargs):
-    """Runs one evaluation phase, prints one line with its wall time and records it in ``timings``."""
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    timings[name] = round(time.perf_counter() - t0, 2)
-    if self._is_main:
-      print(f"eval: {name}: {timings[name]:.1f}s", flush=True)
     return out
 
   def _features(self, timings: dict[str, float], rep: str, features_fn, train, test):

@@ -1,0 +1,34 @@
+"""What the three evaluators of a run share (images: ``run.Evaluator``; text search:
+``retrieval.SearchEvaluator``; image-caption recall: ``captions.CaptionEvaluator``): the mesh, the
+evaluation batch, and phases timed on one printed line each."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import ml_collections
+
+from jaxcl.train import TrainSetup
+
+
+class EvaluatorBase:
+  """``monitor(method, probe)`` during training and ``final(method, ...)`` at the end, in subclasses."""
+
+  def __init__(self, config: ml_collections.ConfigDict, setup: TrainSetup):
+    self.config, self.setup, self.mesh = config, setup, setup.mesh
+    self._is_main = jax.process_index() == 0
+
+  def batch_size(self) -> int:
+    """Examples per evaluation step: ``eval.batch_size`` rounded down to a multiple of the devices."""
+    n = self.mesh.size
+    return max(n, self.config.eval.batch_size // n * n)
+
+  def _timed(self, timings: dict[str, float], name: str, fn, *args, **kwargs):
+    """Runs one evaluation phase, prints one line with its wall time and records it in ``timings``."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    timings[name] = round(time.perf_counter() - t0, 2)
+    if self._is_main:
+      print(f"eval: {name}: {timings[name]:.1f}s", flush=True)
+    return out
