@@ -12,6 +12,12 @@ the whole global batch is the true future (chance: 1 / (64 x 11 latents) = 0.14%
 seeds on a 2-core CPU (`python benchmarks/cpc.py`): kNN 61.7 +- 0.3%, linear probe 77.5 +- 0.4%,
 future-prediction accuracy 83.6 +- 1.5%; random init 49.3% / 56.7%, raw signal 46.0% / 40.2%.
 `get_config("smoke")` shrinks it for tests.
+
+The context network is a GRU; for CPC's other choice, a causal transformer (2 blocks, 4 heads, width
+`method.context_dim`, sinusoidal positions), add `--config.method.context=transformer` (depth and heads:
+`--config.method.context_depth`, `--config.method.context_heads`). The numbers above are the GRU's;
+one transformer run (seed 0, 2-core CPU shared with another job, 2 min 53 s) gave kNN 57.7%, linear
+probe 72.4%, future-prediction accuracy 74.8%, random init 43.4% / 48.2%.
 """
 
 from jaxcl import experiment

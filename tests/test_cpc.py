@@ -1,19 +1,24 @@
-"""CPC: the loss against NumPy from the paper's eq. 4, 8 devices == 1 (value and gradients), a short run
-on PLAID where the loss falls and the prediction accuracy of the true future rises, the PLAID reader
-refusing files that are not the archive's, and a catalog-style TFDS audio dataset trained by name."""
+"""CPC: the loss against NumPy from the paper's eq. 4, 8 devices == 1 (value and gradients), the causal
+transformer context (causal, length-free, the whole method 8 devices == 1), a short run on PLAID where
+the loss falls and the prediction accuracy of the true future rises, the PLAID reader refusing files that
+are not the archive's, and a catalog-style TFDS audio dataset trained by name."""
 
 import json
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
+from flax import nnx
 
 import tensorflow_datasets as tfds
 
 import jaxcl.losses as L
-from jaxcl import data, experiment
+from jaxcl import data, experiment, methods
 from jaxcl.data.builders import plaid
+from jaxcl.methods import cpc
+from jaxcl.models import CausalTransformerContext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 P = jax.P
@@ -73,6 +78,73 @@ def test_bad_shapes_name_the_fix():
     L.cpc_infonce(PRED[:, :3], Z[:, :3])
   with pytest.raises(ValueError, match=r"\[B, S, K, D\]"):
     L.cpc_infonce(PRED[..., 0], Z)
+
+
+def tiny_cpc_config(**method) -> ml_collections.ConfigDict:
+  """A CPC config small enough to compile in seconds: 2 conv layers, 4 samples per latent, windows of
+  64 samples (14 latent steps) out of stored signals of 128."""
+  c = ml_collections.ConfigDict()
+  c.data = ml_collections.ConfigDict(dict(name="toy_signals"))
+  c.model = cpc.sequence_model_config()
+  c.model.update(widths=(8, 16), kernels=(4, 4), strides=(2, 2))
+  c.method = cpc.default_config()
+  c.method.update(dict(dict(crop_length=64, prediction_steps=3, context_dim=16), **method))
+  return c
+
+
+def test_causal_transformer_context_is_causal_and_length_free():
+  graphdef, state = nnx.split(CausalTransformerContext(5, 16, depth=2, heads=4, rngs=nnx.Rngs(0)))
+  ctx = jax.jit(lambda z: nnx.merge(graphdef, state)(z))
+  z = np.random.default_rng(1).normal(size=(2, 9, 5)).astype(np.float32)
+  steps = (0, 4, 8)
+  # One call: z, then z with step t moved, for each t.
+  moved = np.concatenate([z] + [z + 2.0 * (np.arange(9) == t)[None, :, None] for t in steps])
+  out = np.asarray(ctx(moved)).reshape(1 + len(steps), 2, 9, 16)
+  c = out[0]
+  assert out.dtype == np.float32
+  for t, m in zip(steps, out[1:]):
+    np.testing.assert_array_equal(m[:, :t], c[:, :t])  # c_<t never sees z_t
+    assert (np.abs(m - c)[:, t:].max(axis=-1) > 1e-3).all(), t  # every c_>=t does
+  # Fixed positions, no length: a prefix gives the prefix's contexts.
+  np.testing.assert_allclose(np.asarray(ctx(z[:, :5])), c[:, :5], rtol=1e-5, atol=1e-6)
+
+
+def test_cpc_transformer_context_8_devices_equals_1(mesh):
+  # One block: the blocks are per sequence, depth adds only compile time here.
+  method = methods.create(tiny_cpc_config(context="transformer", context_depth=1),
+                          image_shape=(128, 1), rngs=nnx.Rngs(0))
+  assert isinstance(method.context, CausalTransformerContext)
+  graphdef, params, rest = nnx.split(method, nnx.Param, ...)
+  rng = np.random.default_rng(2)
+  batch = dict(image=(3 * rng.normal(size=(16, 128, 1))).astype(np.float32),
+               key=jax.random.split(jax.random.key(3), 16))
+
+  def loss_fn(params, rest, batch, axis_name=None):
+    return nnx.merge(graphdef, params, rest, copy=True).loss(batch, axis_name=axis_name)[0]
+
+  want, want_grads = jax.jit(jax.value_and_grad(loss_fn))(params, rest, batch)
+  sharded = jax.shard_map(lambda p, r, b: loss_fn(p, r, b, "data"), mesh=mesh,
+                          in_specs=(P(), P(), P("data")), out_specs=P())
+  with jax.set_mesh(mesh):
+    got, got_grads = jax.jit(jax.value_and_grad(sharded))(params, rest,
+                                                          jax.device_put(batch, P("data")))
+  assert np.isfinite(float(want))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-6)
+  # Evaluation runs the context over the whole stored signal (30 latent steps, the window gives 14).
+  features = jax.jit(lambda p, r, x: nnx.merge(graphdef, p, r, copy=True).features(x))(
+      params, rest, batch["image"])
+  assert features.shape == (16, 16) and np.isfinite(np.asarray(features)).all()
+
+
+@pytest.mark.parametrize("method, match", [
+    (dict(context="lstm"), r"method\.context='lstm': use one of \('gru', 'transformer'\)"),
+    (dict(context="transformer", context_heads=3), r"method\.context_heads=3"),
+], ids=["unknown", "heads"])
+def test_bad_context_names_the_field(method, match):
+  with pytest.raises(ValueError, match=match):
+    methods.create(tiny_cpc_config(**method), image_shape=(128, 1), rngs=nnx.Rngs(0))
 
 
 def test_short_run_loss_falls_and_future_accuracy_rises(tmp_path):

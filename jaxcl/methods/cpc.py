@@ -1,7 +1,7 @@
 """Contrastive Predictive Coding (van den Oord, Li and Vinyals 2018) on raw signals.
 
-A strided 1-D convolutional encoder turns a random window of each sequence into latents z_t, a GRU
-summarises them into contexts c_t, and a linear map W_k per horizon predicts z_{t+k} from c_t for
+A strided 1-D convolutional encoder turns a random window of each sequence into latents z_t, a context
+network summarises them into contexts c_t, and a linear map W_k per horizon predicts z_{t+k} from c_t for
 k = 1..K; ``jaxcl.losses.cpc_infonce`` scores each prediction against every latent of the global
 batch (other steps of the same sequence and every step of every other sequence, on every device).
 
@@ -10,6 +10,15 @@ The batch's ``image`` is the float32 signal [b, T, C] (``data.name='plaid'``). S
 orders of magnitude, and the amplitude is information the encoder should keep, not normalise away.
 The representation for evaluation (``features``) is the context averaged over every step of the whole
 stored sequence.
+
+The context network is the paper's "GRU, or causal transformer", chosen by ``method.context``:
+
+* ``"gru"`` (default): a GRU of width ``method.context_dim``.
+* ``"transformer"``: ``jaxcl.models.sequence.CausalTransformerContext``, ``method.context_depth``
+  pre-LN blocks of width ``method.context_dim`` with ``method.context_heads`` heads, causal attention
+  (c_t sees z_1 .. z_t only) and fixed sinusoidal positions, so it runs on the training window and on
+  the whole stored sequence alike (positions past the window's last step are never seen in training).
+  Switch a run with ``--config.method.context=transformer`` (e.g. on ``configs/cpc_plaid.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +30,10 @@ from flax import nnx
 
 from jaxcl import augment, losses
 from jaxcl.methods.base import Method
-from jaxcl.models.sequence import Conv1DEncoder, GRUContext
+from jaxcl.models.sequence import CausalTransformerContext, Conv1DEncoder, GRUContext
 
 INPUT_TRANSFORMS = ("symlog", "none")
+CONTEXTS = ("gru", "transformer")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -32,7 +42,10 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.name = "cpc"
   cfg.crop_length = 256          # samples per training window
   cfg.prediction_steps = 4       # K: horizons predicted from each context
-  cfg.context_dim = 128          # GRU width (the paper: 256)
+  cfg.context = "gru"            # context network: "gru" | "transformer" (causal)
+  cfg.context_dim = 128          # context width (the paper's GRU: 256)
+  cfg.context_depth = 2          # transformer blocks (context="transformer" only)
+  cfg.context_heads = 4          # attention heads; must divide context_dim (context="transformer" only)
   cfg.gain = (0.8, 1.25)         # random amplitude scaling of each window ((1, 1): none)
   cfg.input_transform = "symlog"  # "symlog": sign(x) log(1+|x|) | "none"
   return cfg
@@ -49,7 +62,8 @@ def sequence_model_config() -> ml_collections.ConfigDict:
 
 
 class CPC(Method):
-  """Encoder + GRU context + K linear predictors, trained with CPC's InfoNCE."""
+  """Encoder + context network (GRU or causal transformer) + K linear predictors, trained with CPC's
+  InfoNCE."""
 
   def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, ...],
                rngs: nnx.Rngs):
@@ -59,6 +73,12 @@ class CPC(Method):
     m, mc = config.method, config.model
     if m.input_transform not in INPUT_TRANSFORMS:
       raise ValueError(f"method.input_transform={m.input_transform!r}: use one of {INPUT_TRANSFORMS}.")
+    context = m.get("context", "gru")
+    if context not in CONTEXTS:
+      raise ValueError(f"method.context={context!r}: use one of {CONTEXTS}.")
+    if context == "transformer" and (m.context_dim % 2 or m.context_dim % m.context_heads):
+      raise ValueError(f"method.context_dim={m.context_dim} must be even and divisible by "
+                       f"method.context_heads={m.context_heads}; change one of them.")
     self.crop_length, self.horizons = int(m.crop_length), int(m.prediction_steps)
     self.gain = tuple(float(g) for g in m.gain)
     self.input_transform = str(m.input_transform)
@@ -72,7 +92,12 @@ class CPC(Method):
     if self.crop_length > image_shape[0]:
       raise ValueError(f"method.crop_length={self.crop_length} exceeds the stored sequences "
                        f"({image_shape[0]} steps); lower it.")
-    self.context = GRUContext(self.encoder.out_dim, int(m.context_dim), rngs=rngs)
+    if context == "gru":
+      self.context = GRUContext(self.encoder.out_dim, int(m.context_dim), rngs=rngs)
+    else:
+      self.context = CausalTransformerContext(self.encoder.out_dim, int(m.context_dim),
+                                              depth=int(m.context_depth), heads=int(m.context_heads),
+                                              rngs=rngs)
     self.predictors = nnx.Linear(int(m.context_dim), self.horizons * self.encoder.out_dim, rngs=rngs)
 
   def _prepare(self, x: jax.Array) -> jax.Array:
