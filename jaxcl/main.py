@@ -225,7 +225,7 @@ def _read_images(paths: list[str], config) -> "np.ndarray":
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxcl import data  # pylint: disable=g-import-not-at-top
   from jaxcl.data import images, transforms  # pylint: disable=g-import-not-at-top
-  channels = data.info(config.data).image_shape[-1]
+  size, _, channels = data.info(config.data).image_shape  # what the run's images are
   out = []
   for path in paths:
     with open(path, "rb") as f:
@@ -234,7 +234,7 @@ def _read_images(paths: list[str], config) -> "np.ndarray":
     if image.shape[-1] != channels:  # grey <-> RGB, to what the run trained on
       image = (np.repeat(image, channels, -1) if channels == 3 else
                image.mean(-1, keepdims=True).round().astype(np.uint8))
-    out.append(transforms.resize_and_crop(image, config.data.image_size, config.data.resize_method))
+    out.append(transforms.resize_and_crop(image, size, config.data.resize_method))
   return np.stack(out)
 
 
