@@ -15,6 +15,8 @@ Rows (each scored on the 442 test queries against all 4,161 documents):
   stage 2: Xiong et al. 2021).
 * ``mined+filter``: the same, mining with the positive-aware false-negative filter (``--margin
   0.95``: candidates scoring above 95% of the positive dropped; Moreira et al. 2024).
+* ``bm25-mined``: the same stage 2 with BM25's top non-positive documents as the 4 negatives
+  (``jaxcl mine --by bm25 --margin 0``: DPR's negatives, Karpukhin et al. 2020).
 * ``batch B``: the default job at global batch B in {64, 256, 512, 1024} for the same number of
   epochs (76,800 pairs: 600 steps at 128), so a larger batch sees more negatives per query, not
   more data.
@@ -43,7 +45,8 @@ SEEDS = (0, 1, 2)
 WORK = os.path.join("/tmp", "jaxcl_retrieval")
 NEGATIVES, EXTRA_STEPS, PAIRS_SEEN = 4, 300, 600 * 128
 BATCHES = (64, 256, 512, 1024)
-ROWS = ("in-batch", "in-batch +300", "mined", "mined+filter", *(f"batch {b}" for b in BATCHES))
+ROWS = ("in-batch", "in-batch +300", "mined", "mined+filter", "bm25-mined",
+        *(f"batch {b}" for b in BATCHES))
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
 COMMON = ("--config.train.export_encoder=False", "--config.train.progress=False")
 
@@ -52,14 +55,15 @@ def _workdir(row: str, seed: int) -> str:
   return os.path.join(WORK, row.replace(" ", "_").replace("+", "plus"), str(seed))
 
 
-def _mine(seed: int, margin: float) -> tuple[str, float]:
-  """Mines with the seed's in-batch model into a fresh dataset; (its name, seconds)."""
+def _mine(seed: int, margin: float, by: str = "model") -> tuple[str, float]:
+  """Mines with the seed's in-batch model (or BM25) into a fresh dataset; (its name, seconds)."""
   from jaxcl import data  # pylint: disable=g-import-not-at-top
-  name = f"bench_retrieval_mined_s{seed}_{'filtered' if margin else 'all'}"
+  name = (f"bench_retrieval_mined_s{seed}_{'filtered' if margin else 'all'}" if by == "model"
+          else "bench_retrieval_mined_bm25")  # BM25's negatives do not depend on the seed
   shutil.rmtree(os.path.join(data.default_data_dir(), name), ignore_errors=True)
   started = time.time()
   cmd = [sys.executable, "-m", "jaxcl", "mine", "--workdir", _workdir("in-batch", seed), "--name", name,
-         "--num_negatives", str(NEGATIVES), "--margin", str(margin)]
+         "--num_negatives", str(NEGATIVES), "--margin", str(margin), "--by", by]
   proc = subprocess.run(cmd, cwd=methods.ROOT, capture_output=True, text=True, check=False)
   if proc.returncode:
     raise RuntimeError(f"mining failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -78,8 +82,9 @@ def cell_flags(row: str, seed: int) -> tuple[list[str], dict]:
                     "--config.eval.baselines=False"], facts
   flags += [f"--config.steps={EXTRA_STEPS}", "--config.eval.baselines=False",
             f"--config.train.init_checkpoint={os.path.join(_workdir('in-batch', seed), 'checkpoints')}"]
-  if row.startswith("mined"):
-    name, seconds = _mine(seed, 0.95 if row.endswith("filter") else 0.0)
+  if "mined" in row:
+    name, seconds = _mine(seed, 0.95 if row.endswith("filter") else 0.0,
+                          "bm25" if row.startswith("bm25") else "model")
     facts["mine_s"] = seconds
     flags += [f"--config.data.name={name}", f"--config.method.num_negatives={NEGATIVES}"]
   return flags, facts

@@ -6,6 +6,7 @@
   jaxcl prepare-data --from_pairs pairs.jsonl [--from_beir DIR] --name NAME   (text retrieval)
   jaxcl prepare-data --from_captions captions.jsonl --name NAME [--image_size 64]   (CLIP captions)
   jaxcl mine --workdir runs/retrieval --name stdlib_code_mined [--num_negatives 4 --margin 0.95]
+  jaxcl mine --by bm25 --config configs/retrieval_stdlib_code.py --name stdlib_code_bm25
   jaxcl embed --workdir runs/retrieval [--input corpus.jsonl] [--index DIR]
   jaxcl search --workdir runs/retrieval "remove a directory tree" [--k 10] [--query_file F]
   jaxcl search --workdir runs/simclr_digits --image digit.png          (an image run's neighbours)
@@ -38,7 +39,7 @@ COMMAND_FLAGS = {
                      "from_captions", "name", "test_fraction"),
     "show-views": ("config", "out", "num_views", "num_images"),
     "config": ("config",),
-    "mine": ("workdir", "name", "num_negatives", "top_k", "skip", "margin", "step", "config"),
+    "mine": ("workdir", "name", "by", "num_negatives", "top_k", "skip", "margin", "step", "config"),
     "embed": ("workdir", "input", "index", "overwrite", "step", "config"),
     "search": ("workdir", "k", "query_file", "image", "index", "exact", "step", "config"),
 }
@@ -76,6 +77,8 @@ _TEST_FRACTION = flags.DEFINE_float(
     "test_fraction", 0.2, "prepare-data --from_folder/--from_captions: share of images held out as "
     "test; --from_pairs alone: share of distinct queries held out as test.")
 _NUM_NEGATIVES = flags.DEFINE_integer("num_negatives", 4, "mine: hard negatives kept per query.")
+_BY = flags.DEFINE_string("by", "model", "mine: what ranks the corpus: 'model' (the run's towers, "
+                          "ANCE) or 'bm25' (DPR's negatives; --config alone, no run needed).")
 _TOP_K = flags.DEFINE_integer("top_k", 50, "mine: candidates per query (best non-positive documents).")
 _SKIP = flags.DEFINE_integer("skip", 0, "mine: the best surviving candidates passed over.")
 _MARGIN = flags.DEFINE_float(
@@ -200,11 +203,14 @@ def _run_config(command: str):
 def _mine() -> None:
   if not _NAME.value:
     _usage_error("mine needs --name NAME: the new dataset the mined negatives are stored in.")
-  config = _run_config("mine")
+  if _BY.value == "bm25" and _CONFIG.value is not None and not _WORKDIR.value:
+    config = _CONFIG.value  # BM25 needs the data, not a run
+  else:
+    config = _run_config("mine")
   from jaxcl.experiment import serve  # pylint: disable=g-import-not-at-top
   out = serve.mine(config, _WORKDIR.value, name=_NAME.value, num_negatives=_NUM_NEGATIVES.value,
                    top_k=_TOP_K.value, skip=_SKIP.value, margin=_MARGIN.value or None,
-                   step=_STEP.value)
+                   step=_STEP.value, by=_BY.value)
   print(f"{_NAME.value}: {out['negatives_per_query']:.2f} negatives for each of {out['queries']} "
         f"training queries (dropped {out['dropped_positives']} known positives and "
         f"{out['dropped_margin']} candidates above the margin); prepared in {out['path']}.\n"

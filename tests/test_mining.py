@@ -12,7 +12,7 @@ import pytest
 from jaxcl import data
 from jaxcl.data import text
 from jaxcl.data.builders import text_pairs
-from jaxcl.evaluate import mining
+from jaxcl.evaluate import mining, ranking
 
 
 def _unit(*vectors):
@@ -272,3 +272,19 @@ def test_bad_negatives_write_nothing(made, monkeypatch):
   assert not [p for p in left.rglob("*") if p.is_file()]
   text.write_negatives(made, [[0]] * rows, name="broken")  # the name is still free
   assert "broken" in data.sources.prepared_datasets(made.data_dir)
+
+
+def test_a_ranking_from_elsewhere_selects_as_the_embedding_search_does():
+  rng = np.random.default_rng(3)
+  corpus = rng.normal(size=(40, 8)).astype(np.float32)
+  queries = corpus[:6] + 0.3 * rng.normal(size=(6, 8)).astype(np.float32)
+  positives = [{i} for i in range(6)]  # each query's own document: ranked near the top
+  kw = dict(num_negatives=3, top_k=10, skip=1)
+  for margin in (None, 0.95):
+    want = mining.mine_hard_negatives(queries, corpus, positives, margin=margin, **kw)
+    scores, rows = ranking.top_k_search(queries, corpus, 11)
+    got = mining.mine_from_ranking(scores, rows, positives, corpus_size=40, margin=margin, **kw)
+    np.testing.assert_array_equal(got.rows, want.rows)
+    assert got.num_dropped_margin == want.num_dropped_margin
+  with pytest.raises(ValueError, match="scores and rows must both be"):
+    mining.mine_from_ranking(scores[:, :3], rows, positives, corpus_size=40, **kw)

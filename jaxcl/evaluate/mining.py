@@ -63,8 +63,12 @@ def _check(query_emb, corpus_emb, positives, num_negatives, top_k, skip, margin,
                      f"and {corpus_emb.shape}.")
   if not len(corpus_emb):
     raise ValueError("corpus_emb is empty: there is nothing to mine negatives from.")
-  if len(positives) != len(query_emb):
-    raise ValueError(f"positives has {len(positives)} entries for {len(query_emb)} queries; give "
+  _check_args(len(query_emb), positives, num_negatives, top_k, skip, margin)
+
+
+def _check_args(num_queries, positives, num_negatives, top_k, skip, margin):
+  if len(positives) != num_queries:
+    raise ValueError(f"positives has {len(positives)} entries for {num_queries} queries; give "
                      "one collection of corpus rows per query (empty where none is known).")
   if int(num_negatives) != num_negatives or num_negatives < 1:
     raise ValueError(f"num_negatives={num_negatives}: must be an integer >= 1.")
@@ -140,6 +144,50 @@ def mine_hard_negatives(query_emb: jax.typing.ArrayLike, corpus_emb: jax.typing.
   # Room for every positive above the candidates, so top_k candidates remain after dropping them.
   scores, cand = ranking.top_k_search(queries, corpus, min(n, top_k + most), similarity=similarity,
                                       mesh=mesh)
+
+  def unranked_scores(q, r):  # positives the search did not rank: scored directly
+    if similarity == "cosine":
+      return _pair_scores(ranking._unit(queries), ranking._unit(corpus), q, r)  # pylint: disable=protected-access
+    return _pair_scores(queries, corpus, q, r)
+
+  return _select(scores, cand, pair_query, pair_row, n, num_negatives=num_negatives, top_k=top_k,
+                 skip=skip, margin=margin, unranked_scores=unranked_scores)
+
+
+def mine_from_ranking(scores: np.ndarray, rows: np.ndarray, positives: Sequence[Collection[int]], *,
+                      corpus_size: int, num_negatives: int, top_k: int = 50, skip: int = 0,
+                      margin: float | None = None) -> MinedNegatives:
+  """Hard negatives from a ranking made elsewhere, e.g. BM25's (``bm25.bm25_search``): DPR's
+  negatives are the top BM25 documents that are not the answer.
+
+  The same selection as ``mine_hard_negatives``. ``margin`` compares with the best positive's score in
+  the ranking; a query whose positives are not ranked is not filtered.
+
+  Args:
+    scores: float [Q, K] scores of ``rows``, best first.
+    rows: int [Q, K] corpus rows, best first; K should be at least ``top_k`` plus the most positives
+      of a query, so positives do not crowd out candidates.
+    positives: per query, the corpus rows known to be relevant.
+    corpus_size: rows of the corpus.
+    num_negatives / top_k / skip / margin: as ``mine_hard_negatives``.
+  """
+  scores, rows = np.asarray(scores, np.float32), np.asarray(rows, np.int64)
+  if scores.shape != rows.shape or rows.ndim != 2:
+    raise ValueError(f"scores and rows must both be [queries, K]; got {scores.shape} and "
+                     f"{rows.shape}.")
+  _check_args(len(rows), positives, num_negatives, top_k, skip, margin)
+  pair_query, pair_row = _pairs(positives, int(corpus_size))
+  return _select(scores, rows, pair_query, pair_row, int(corpus_size),
+                 num_negatives=int(num_negatives), top_k=int(top_k), skip=int(skip), margin=margin,
+                 unranked_scores=lambda q, r: np.full(len(q), -np.inf, np.float32))
+
+
+def _select(scores, cand, pair_query, pair_row, n, *, num_negatives, top_k, skip, margin,
+            unranked_scores) -> MinedNegatives:
+  """The negatives of a ranking (``cand`` [Q, K] best first, with ``scores``): known positives
+  dropped, the margin filter, ``skip``, then ``num_negatives``; ``unranked_scores(q, r)`` scores the
+  known positives the ranking left out (for the margin)."""
+  nq = len(cand)
   known = np.isin(np.arange(nq, dtype=np.int64)[:, None] * n + cand, pair_query * n + pair_row)
   before = np.cumsum(~known, axis=1) - ~known  # non-positive candidates ranked above each one
   pool = ~known & (before < top_k)
@@ -153,10 +201,8 @@ def mine_hard_negatives(query_emb: jax.typing.ArrayLike, corpus_emb: jax.typing.
     best = np.where(ranked, np.where(known, scores, -np.inf).max(axis=1), -np.inf)
     unranked = ~ranked[pair_query]
     if unranked.any():
-      if similarity == "cosine":
-        queries, corpus = ranking._unit(queries), ranking._unit(corpus)  # pylint: disable=protected-access
       q, r = pair_query[unranked], pair_row[unranked]
-      np.maximum.at(best, q, _pair_scores(queries, corpus, q, r))
+      np.maximum.at(best, q, unranked_scores(q, r))
     threshold = np.where(np.isfinite(best), margin * best, np.inf).astype(np.float32)
     dropped_margin = pool & (scores > threshold[:, None])
 

@@ -2,6 +2,7 @@
 search that index (``jaxcl mine`` / ``jaxcl embed`` / ``jaxcl search``).
 
   serve.mine(config, workdir, name="stdlib_code_mined", num_negatives=4)   # a new text dataset
+  serve.mine(config, None, name="stdlib_code_bm25", by="bm25")              # DPR's BM25 negatives
   serve.embed(config, workdir, out=workdir + "/index")                      # .npy shards + ids
   serve.search(config, workdir, ["remove a directory tree"], k=5)           # [[(id, score)]]
 
@@ -22,8 +23,8 @@ import ml_collections
 import numpy as np
 
 from jaxcl import data, evaluate, methods
+from jaxcl.evaluate import bm25, mining
 from jaxcl.evaluate import index as index_lib
-from jaxcl.evaluate import mining
 from jaxcl.experiment import run
 
 DEFAULT_INDEX = "index"  # the index's folder inside the workdir unless --out says otherwise
@@ -39,32 +40,49 @@ def _need_text(config: ml_collections.ConfigDict, what: str) -> None:
                      f"{config.method.name!r} on {config.data.name!r}.")
 
 
-def mine(config: ml_collections.ConfigDict, workdir: str, *, name: str, num_negatives: int = 4,
-         top_k: int = 50, skip: int = 0, margin: float | None = 0.95,
-         step: int | None = None) -> dict[str, Any]:
-  """Mines hard negatives for every training query with the run's towers and stores ``config.data``
-  again as dataset ``name`` with them (ANCE / NV-Retriever's positive-aware mining).
+MINERS = ("model", "bm25")
+
+
+def mine(config: ml_collections.ConfigDict, workdir: str | None, *, name: str,
+         num_negatives: int = 4, top_k: int = 50, skip: int = 0, margin: float | None = 0.95,
+         step: int | None = None, by: str = "model") -> dict[str, Any]:
+  """Mines hard negatives for every training query and stores ``config.data`` again as dataset
+  ``name`` with them: ``by="model"`` ranks the corpus with the run's towers (ANCE), ``by="bm25"``
+  with BM25 (DPR's negatives; no run needed); both with NV-Retriever's positive-aware filter.
 
   Returns:
     ``{"path", "queries", "negatives_per_query", "dropped_positives", "dropped_margin", "step"}``.
   """
   _need_text(config, "jaxcl mine")
-  method, evaluator, meta, _ = run.restore_method(config, workdir, step=step)
+  if by not in MINERS:
+    raise ValueError(f"--by={by!r}: use one of {MINERS}.")
   d = config.data
   corpus = data.text.load_corpus(d)
   train = data.text.load_train_queries(d, corpus=corpus)
-  tokens = evaluator.tokens
-  docs = evaluator.embed(method.encode_documents, tokens.encoder(corpus[1])[0], "mine: corpus")
-  queries = evaluator.embed(method.encode_queries, tokens.query_encoder(train.queries)[0],
-                            "mine: queries")
-  mined = mining.mine_hard_negatives(queries, docs, train.positives, num_negatives=num_negatives,
-                                     top_k=top_k, skip=skip, margin=margin, similarity="cosine",
-                                     mesh=evaluator.mesh if jax.device_count() > 1 else None)
-  step_done = int(meta.get("step", -1))
+  select = dict(num_negatives=num_negatives, top_k=top_k, skip=skip, margin=margin)
+  if by == "bm25":
+    most = max((len(p) for p in train.positives), default=0)
+    rows, scores = bm25.bm25_search(corpus[1], train.queries, k=top_k + most)
+    mined = mining.mine_from_ranking(scores, rows, train.positives, corpus_size=len(corpus[0]),
+                                     **select)
+    step_done, miner = -1, "BM25"
+  else:
+    if workdir is None:
+      raise ValueError("jaxcl mine --by model needs --workdir (the run whose towers rank the corpus).")
+    method, evaluator, meta, _ = run.restore_method(config, workdir, step=step)
+    tokens = evaluator.tokens
+    docs = evaluator.embed(method.encode_documents, tokens.encoder(corpus[1])[0], "mine: corpus")
+    queries = evaluator.embed(method.encode_queries, tokens.query_encoder(train.queries)[0],
+                              "mine: queries")
+    mined = mining.mine_hard_negatives(queries, docs, train.positives, similarity="cosine",
+                                       mesh=evaluator.mesh if jax.device_count() > 1 else None,
+                                       **select)
+    step_done = int(meta.get("step", -1))
+    miner = f"the run in {os.path.abspath(workdir)} at step {step_done}"
   path = data.text.write_negatives(
       d, mined.for_rows(train.row_query), name=name,
-      source=f"{d.name} with hard negatives mined by the run in {os.path.abspath(workdir)} at step "
-             f"{step_done} (top_k={top_k}, skip={skip}, margin={margin})")
+      source=f"{d.name} with hard negatives mined by {miner} (top_k={top_k}, skip={skip}, "
+             f"margin={margin})")
   found = (mined.rows >= 0).sum(axis=1)
   return {"path": path, "queries": len(train.queries), "negatives_per_query": float(found.mean()),
           "dropped_positives": mined.num_dropped_positives,
