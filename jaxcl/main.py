@@ -251,9 +251,10 @@ def _search(queries: list[str]) -> None:
       queries = queries + [line.strip() for line in f if line.strip()]
   from jaxcl.experiment import serve  # pylint: disable=g-import-not-at-top
   images = _read_images(_IMAGE.value, config) if _IMAGE.value else None
+  found = serve.load_search_index(_WORKDIR.value, _INDEX.value)  # read once: search and texts
   results = serve.search(config, _WORKDIR.value, queries, images=images, k=_K.value,
-                         index_dir=_INDEX.value, exact=_EXACT.value, step=_STEP.value)
-  texts = serve.document_texts(config, serve.load_search_index(_WORKDIR.value, _INDEX.value))
+                         exact=_EXACT.value, step=_STEP.value, found=found)
+  texts = serve.document_texts(config, found)
   for query, hits in zip(queries or _IMAGE.value, results):
     print(f"\n{query}")
     for rank, (doc_id, score) in enumerate(hits, 1):

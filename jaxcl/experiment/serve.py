@@ -144,10 +144,12 @@ def load_search_index(workdir: str, index_dir: str | None = None) -> index_lib.I
 
 def search(config: ml_collections.ConfigDict, workdir: str, queries: Sequence[str] = (), *,
            images: np.ndarray | None = None, k: int = 10, index_dir: str | None = None,
-           exact: bool = True, step: int | None = None) -> list[list[tuple[str, float]]]:
+           exact: bool = True, step: int | None = None,
+           found: index_lib.Index | None = None) -> list[list[tuple[str, float]]]:
   """The top ``k`` (id, cosine score) of each text query (text runs, the query tower) or of each
-  image [B, H, W, C] uint8 (image runs, the encoder), best first, from the run's index."""
-  found = load_search_index(workdir, index_dir)
+  image [B, H, W, C] uint8 (image runs, the encoder), best first, from the run's index (``found``
+  when the caller has loaded it, else ``load_search_index(workdir, index_dir)``)."""
+  found = load_search_index(workdir, index_dir) if found is None else found
   method, evaluator, _, _ = run.restore_method(config, workdir, step=step)
   if _is_text(config):
     if not queries:
