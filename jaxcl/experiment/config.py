@@ -60,6 +60,9 @@ def eval_defaults() -> ml_collections.ConfigDict:
                                 # (where the data has labels); its batch accuracy is logged, its
                                 # test accuracy is a column of the final table
   e.online_probe_lr = 1e-2      # the online probe's Adam learning rate
+  e.online_probe_views = "clean"  # "clean": an eval-mode forward pass of the un-augmented batch
+                                # (what the test set looks like; ~4% of the step); "augmented":
+                                # the step's own views where the method hands them over (free)
   e.retrieval_distance = "cosine"  # with data.train_classes: "cosine" | "euclidean" for Recall@K
   return e
 

@@ -52,7 +52,8 @@ def build_setup(config: ml_collections.ConfigDict, mesh_: jax.sharding.Mesh,
   probe = None
   if info is not None and config.eval.online_probe and info.num_classes >= 2:  # data with labels
     probe = OnlineProbe(info.num_classes, image_shape=tuple(info.image_shape),
-                        tx=optax.adam(config.eval.online_probe_lr))
+                        tx=optax.adam(config.eval.online_probe_lr),
+                        views=config.eval.online_probe_views)
   setup = TrainSetup(lambda rngs: create(rngs=rngs), mesh=mesh_, tx=tx, schedule=schedule,
                      seed=config.seed, total_steps=config.steps,
                      grad_cache_chunks=config.train.grad_cache_chunks, online_probe=probe,
@@ -348,8 +349,8 @@ class Evaluator(EvaluatorBase):
 
 def _probe_accuracy(probe: dict, features: np.ndarray, labels: np.ndarray) -> float:
   """Accuracy of the online probe's linear head on ``features``."""
-  w, b = (np.asarray(jax.device_get(probe["params"][k])) for k in ("w", "b"))
-  return float(np.mean(np.argmax(features @ w + b, -1) == labels))
+  logits = OnlineProbe.logits(jax.device_get(probe), np.asarray(features, np.float32))
+  return float(np.mean(np.argmax(np.asarray(logits), -1) == labels))
 
 
 def _flat_pixels(images: np.ndarray) -> np.ndarray:

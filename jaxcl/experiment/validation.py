@@ -12,6 +12,7 @@ import numpy as np
 from jaxcl.train import optim
 
 from jaxcl.train.loop import ON_NONFINITE
+from jaxcl.train.online_probe import VIEWS as PROBE_VIEWS
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
@@ -249,6 +250,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   if e.online_probe and not e.online_probe_lr > 0:
     _fail("eval.online_probe_lr", e.online_probe_lr,
           "must be > 0 (1e-2 is the default), or set eval.online_probe=False.")
+  if e.online_probe and e.online_probe_views not in PROBE_VIEWS:
+    _fail("eval.online_probe_views", e.online_probe_views, f"choose one of {PROBE_VIEWS}.")
   if e.knn_every < 0:
     _fail("eval.knn_every", e.knn_every, "must be >= 0 (0: only at the end).")
 

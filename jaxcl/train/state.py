@@ -67,7 +67,8 @@ class TrainSetup:
     self.total_steps, self.grad_cache_chunks = total_steps, grad_cache_chunks
     self.keys = run_keys(seed)
     init_key = self.keys["init"]
-    if online_probe is not None:  # ask the method for the features of its own forward pass
+    if online_probe is not None and online_probe.views == "augmented":
+      # ask the method for the features of its own forward pass
       create_method = _handing_over_features(create_method)
     abstract = nnx.eval_shape(lambda: create_method(nnx.Rngs(init_key)))
     self.method_cls = type(abstract)
