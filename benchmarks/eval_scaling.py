@@ -14,7 +14,23 @@ finishes; a rerun skips finished cells, so the benchmark can be run in pieces un
 1.28M x 2048 is not run on a 2-core CPU: its memory is estimated from the compiled programs
 (``memory_analysis``) plus the feature arrays (``--estimate``).
 
+``--end-to-end`` runs only the real path instead (issue #22: the whole evaluation of the three
+representations costs at most half the training time of the default job): the default job, README
+command 1 (``configs/simclr_digits.py``, 300 steps at batch 256), trained and evaluated by
+``python -m jaxcl train`` in a fresh process on a 60,000 / 10,000-image dataset (MNIST's sizes). No
+dataset that large is offline, so ``bench_animal60k`` is made from the real Animal-Shape silhouettes
+(``data.name="animal_shapes"``, 8,000 / 2,000 28x28 images): every image once, then seeded random
+variants (shift by up to 3 px with zero padding, horizontal flip with probability 1/2) of the same
+split's images up to the count. It is stored as a TFDS array_record dataset straight from the
+arrays (the path ``jaxcl.data.prepare_folder`` takes, minus writing and decoding image files) in
+``WORKROOT/data``, prepared once and reused. Stored at 28 px, it is resized to the config's 32 on the
+host, as ``benchmarks/methods.py`` does for animal_shapes. Recorded: ``train_seconds`` and
+``eval_seconds`` (per phase and total) from the run's results.json, eval / train, the run's peak RSS
+and its accuracy table.
+
   python benchmarks/eval_scaling.py --budget-s 300 --cell-timeout-s 150
+  python benchmarks/eval_scaling.py --end-to-end      # ~15 min on a busy 2-core CPU (data prepared once)
+  python benchmarks/eval_scaling.py --table           # the end-to-end table from the JSON, nothing run
 """
 
 from __future__ import annotations
@@ -31,6 +47,11 @@ import _subprocess  # noqa: E402
 NS = (1000, 10000, 60000)
 DS = (128, 2048)
 TASKS = ("knn", "probe_new", "probe_old")
+# The end-to-end cell: MNIST's split sizes, made from Animal-Shape (8,000 / 2,000 images).
+E2E_TRAIN, E2E_TEST = 60000, 10000
+E2E_MAX_SHIFT = 3
+E2E_CONFIG = os.path.join("configs", "simclr_digits.py")  # README command 1, relative to the repo root
+REPRESENTATIONS = ("pretrained", "random init", "raw pixels")  # eval_seconds' phase prefixes
 
 
 def _features(n, d, seed):
@@ -89,6 +110,177 @@ def _estimate(n: int, d: int, classes: int = 1000) -> dict:
           "knn_total_gb": gb(2 * feats + knn_mem.temp_size_in_bytes)}
 
 
+def _variants(images, labels, n: int, seed: int):
+  """``n`` images: each of ``images`` once (n >= len), then random shifts/flips of them (NumPy).
+
+  Which source image each row copies is a seeded permutation tiled to ``n``, so every image has
+  n / len copies, +-1; below len it is a random subset. A variant is flipped left-right with
+  probability 1/2 and shifted by (dy, dx) in [-3, 3]^2, zero-padded.
+  """
+  import numpy as np
+
+  rng = np.random.default_rng(seed)
+  m, side = len(images), images.shape[1]
+  src = np.resize(rng.permutation(m), n)
+  x, y = images[src].copy(), labels[src].copy()
+  is_variant = np.arange(n) >= m
+  flip = is_variant & (rng.random(n) < 0.5)
+  shift = rng.integers(-E2E_MAX_SHIFT, E2E_MAX_SHIFT + 1, size=(n, 2)) * is_variant[:, None]
+  x[flip] = x[flip][:, :, ::-1]
+  pad = E2E_MAX_SHIFT
+  padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  for dy in range(-pad, pad + 1):
+    for dx in range(-pad, pad + 1):
+      rows = (shift[:, 0] == dy) & (shift[:, 1] == dx)
+      if dy or dx:
+        x[rows] = padded[rows, pad + dy:pad + dy + side, pad + dx:pad + dx + side]
+  return x, y
+
+
+def _prepare_e2e_data(name: str, data_dir: str, n_train: int, n_test: int) -> float | None:
+  """Stores the Animal-Shape variants as TFDS array_record dataset ``name`` in data_dir.
+
+  Returns the seconds it took, or None when it was already prepared there.
+  """
+  import numpy as np
+  import tensorflow_datasets as tfds
+
+  from jaxcl import data
+  from jaxcl.data import sources
+  from jaxcl.data.builders import local
+
+  cfg = data.default_config(name)
+  cfg.data_dir = data_dir
+  try:
+    data.check_prepared(cfg)
+    return None
+  except (data.NotPreparedError, ValueError):
+    pass
+  t0 = time.perf_counter()
+  source = data.default_config("animal_shapes")  # image_size None: the stored 28 px
+  source.data_dir = data_dir  # its first-use preparation stays in the benchmark's folder too
+  class_names = data.info(source).class_names
+  splits = {}
+  for index, (split, n) in enumerate((("train", n_train), ("test", n_test))):
+    images, labels = data.load_arrays(source, split)
+    splits[split] = _variants(images, labels, n, seed=index)
+  side = splits["train"][0].shape[1]
+
+  class BenchAnimals(local.LocalFiles, tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Animal-Shape plus shifted/flipped variants, stored as raw uint8 tensors."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": f"animal_shapes + variants to {n_train} / {n_test} (eval_scaling.py)."}
+    code_path = None  # no checksums file (as jaxcl's own builders)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+      return tfds.core.DatasetInfo(
+          builder=self,
+          description=f"Animal-Shape train/test images, each once, plus random shifts (<= "
+                      f"{E2E_MAX_SHIFT} px) and flips of them up to {n_train} / {n_test} images.",
+          features=tfds.features.FeaturesDict({
+              "image": tfds.features.Tensor(shape=(side, side, 1), dtype=np.uint8),
+              "label": tfds.features.ClassLabel(names=class_names),
+          }),
+          supervised_keys=("image", "label"))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {split: self._generate_examples(*arrays) for split, arrays in splits.items()}
+
+    def _generate_examples(self, images, labels):
+      for i, (image, label) in enumerate(zip(images, labels)):
+        yield i, {"image": image, "label": int(label)}
+
+  BenchAnimals.name = name
+  sources._build_offline(BenchAnimals, data_dir)  # pylint: disable=protected-access
+  return round(time.perf_counter() - t0, 2)
+
+
+def _e2e_child(cell: dict) -> dict:
+  """Prepares the dataset if needed, then ``python -m jaxcl train`` of the default job on it."""
+  import resource
+  import shutil
+  import subprocess
+
+  prepare_s = _prepare_e2e_data(cell["name"], cell["data_dir"], cell["n_train"], cell["n_test"])
+  workdir = cell["workdir"]
+  shutil.rmtree(workdir, ignore_errors=True)  # a leftover checkpoint would resume, not train
+  cmd = [sys.executable, "-m", "jaxcl", "train", "--config", E2E_CONFIG, "--workdir", workdir,
+         f"--config.data.name={cell['name']}", f"--config.data.data_dir={cell['data_dir']}",
+         "--config.train.checkpoint_every=0", "--config.eval.embedding_map=False"]
+  if cell.get("steps"):
+    cmd.append(f"--config.steps={cell['steps']}")
+  t0 = time.perf_counter()
+  try:
+    proc = subprocess.run(cmd, cwd=_subprocess.REPO_ROOT, capture_output=True, text=True,
+                          timeout=cell["timeout_s"], check=False)
+  except subprocess.TimeoutExpired:
+    return {"ok": False, "error": f"jaxcl train: timeout after {cell['timeout_s']:.0f} s",
+            "prepare_seconds": prepare_s}
+  wall = time.perf_counter() - t0
+  path = os.path.join(workdir, "results.json")
+  if proc.returncode or not os.path.exists(path):
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"ok": False, "error": f"jaxcl train exit code {proc.returncode}: " + " | ".join(tail),
+            "prepare_seconds": prepare_s}
+  with open(path) as f:
+    result = json.load(f)
+  with open(os.path.join(workdir, "config.json")) as f:
+    image_size = json.load(f)["data"]["image_size"]
+  ev = dict(result["eval_seconds"])
+  total = ev["total"]
+  per_rep = {rep: round(sum(v for k, v in ev.items() if k.startswith(rep + "/")), 2)
+             for rep in REPRESENTATIONS}
+  accuracy = {"pretrained": {k: result[k] for k in ("knn", "linear", "online_probe") if k in result},
+              "random init": result.get("random_init"), "raw pixels": result.get("raw_pixels")}
+  # ru_maxrss of the waited-for children: here only the jaxcl train process (KiB on Linux).
+  peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+  return {"ok": True, "command": " ".join(["python", *cmd[1:]]),
+          "n_train": cell["n_train"], "n_test": cell["n_test"], "steps": result["step"],
+          "image_size": image_size, "prepare_seconds": prepare_s,
+          "train_seconds": result["train_seconds"], "eval_seconds": total,
+          "eval_over_train": round(total / result["train_seconds"], 3),
+          "eval_seconds_per_representation": per_rep,
+          # what no phase names: loading the splits into memory, the online probe's accuracy
+          "eval_seconds_other": round(total - sum(v for k, v in ev.items() if k != "total"), 2),
+          "eval_phases": ev, "run_wall_seconds": round(wall, 1),
+          "images_per_second": result.get("images_per_second"),
+          "peak_rss_gb": round(peak_kib / 2**20, 2), "accuracy": accuracy,
+          "table": result.get("table")}
+
+
+def _e2e_key(n_train: int, steps: int | None) -> str:
+  return f"end_to_end_{n_train // 1000}k" + (f"_steps{steps}" if steps else "")
+
+
+def _e2e_summary(key: str, rec: dict) -> str:
+  """One line: sizes, train and eval seconds (per representation) and the ratio."""
+  if not rec.get("ok"):
+    return f"{key}: failed: {rec.get('error')}"
+  reps = ", ".join(f"{k} {v:.1f}" for k, v in rec["eval_seconds_per_representation"].items())
+  return (f"{key}: {rec['n_train']:,} train / {rec['n_test']:,} test, {rec['steps']} steps: train "
+          f"{rec['train_seconds']:.1f} s, eval {rec['eval_seconds']:.1f} s ({reps}, other "
+          f"{rec['eval_seconds_other']:.1f}), eval / train = {rec['eval_over_train']:.2f} (issue #22: "
+          f"<= 0.5), peak RSS {rec['peak_rss_gb']:.2f} GB")
+
+
+def _e2e_table(results: dict) -> str:
+  """Markdown: per end-to-end cell, train s, eval s per representation, total and eval / train."""
+  head = ("| train / test images | steps | train s | eval s: pretrained | random init | raw pixels "
+          "| other | eval s total | eval / train |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+  rows = []
+  for key in sorted(k for k in results if k.startswith("end_to_end_")):
+    r = results[key]
+    if not r.get("ok"):
+      continue
+    reps = " | ".join(f"{r['eval_seconds_per_representation'][k]:.1f}" for k in REPRESENTATIONS)
+    rows.append(f"| {r['n_train']:,} / {r['n_test']:,} | {r['steps']} | {r['train_seconds']:.1f} | "
+                f"{reps} | {r['eval_seconds_other']:.1f} | {r['eval_seconds']:.1f} | "
+                f"{r['eval_over_train']:.2f} |")
+  return "\n".join([head, *rows]) if rows else "(no end-to-end cell measured yet: --end-to-end)"
+
+
 def _plot(results: dict, path: str) -> None:
   import matplotlib
 
@@ -117,21 +309,60 @@ def main(argv=None) -> None:
   p.add_argument("--cell-timeout-s", type=float, default=150.0)
   p.add_argument("--estimate", action="store_true", help="also estimate 1.28M x 2048 memory")
   p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "eval_scaling"))
+  p.add_argument("--end-to-end", action="store_true",
+                 help="run only the end-to-end cell: the default job trained and evaluated on 60k "
+                 "images")
+  p.add_argument("--e2e-timeout-s", type=float, default=1800.0, help="limit of the end-to-end run")
+  p.add_argument("--workroot",
+                 default=os.path.join(_subprocess.REPO_ROOT, "runs", "bench_eval_scaling"),
+                 help="end-to-end: its data dir (WORKROOT/data) and run directories")
+  p.add_argument("--table", action="store_true",
+                 help="print the end-to-end table from the JSON, run nothing")
+  # Smaller end-to-end cells to check the path quickly: --e2e-n 6000 --e2e-steps 20 (test n / 6).
+  p.add_argument("--e2e-n", type=int, default=E2E_TRAIN, help=argparse.SUPPRESS)
+  p.add_argument("--e2e-steps", type=int, default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.child:
     cell = json.loads(args.child)
-    out = _estimate(cell["n"], cell["d"]) if cell.get("estimate") else _child(cell)
+    if cell.get("estimate"):
+      out = _estimate(cell["n"], cell["d"])
+    else:
+      out = _e2e_child(cell) if cell.get("task") == "end_to_end" else _child(cell)
     print(json.dumps(out))
     return
   path = args.out + ".json"
   results = json.load(open(path)) if os.path.exists(path) else {"cells": {}}
-  results["command"] = "python benchmarks/eval_scaling.py " + " ".join(argv or sys.argv[1:])
+  command = "python benchmarks/eval_scaling.py " + " ".join(argv or sys.argv[1:])
   start = time.perf_counter()
 
   def save():
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:
       json.dump(results, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+  if args.table:
+    print(_e2e_table(results))
+    return
+  if args.end_to_end:
+    n_train = args.e2e_n
+    n_test = E2E_TEST if n_train == E2E_TRAIN else max(1, n_train // 6)
+    key = _e2e_key(n_train, args.e2e_steps)
+    if not results.get(key, {}).get("ok"):
+      name = f"bench_animal{n_train // 1000}k" if n_train >= 1000 else f"bench_animal{n_train}"
+      cell = {"task": "end_to_end", "name": name, "n_train": n_train, "n_test": n_test,
+              "steps": args.e2e_steps, "data_dir": os.path.join(args.workroot, "data"),
+              "workdir": os.path.join(args.workroot, key), "timeout_s": args.e2e_timeout_s}
+      # The child stops its own jaxcl train at timeout_s; the margin covers preparing the dataset.
+      rec = _subprocess.run_child(__file__, cell, timeout_s=args.e2e_timeout_s + 900)
+      results[key] = {**rec, "benchmark_command": command}
+      save()
+    else:
+      print(f"{key} already measured in {path} (delete that key to measure again)")
+    print(_e2e_summary(key, results[key]), flush=True)
+    print(_e2e_table(results))
+    return
+  results["command"] = command
 
   cells = [{"n": n, "d": d, "task": t} for d in DS for n in NS for t in TASKS]  # d=128 first
   for cell in cells:
