@@ -267,15 +267,15 @@ def _e2e_summary(key: str, rec: dict) -> str:
 
 def _e2e_table(results: dict) -> str:
   """Markdown: per end-to-end cell, train s, eval s per representation, total and eval / train."""
-  head = ("| train / test images | steps | train s | eval s: pretrained | random init | raw pixels "
-          "| other | eval s total | eval / train |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+  head = ("| cell | train / test images | steps | train s | eval s: pretrained | random init | raw pixels "
+          "| other | eval s total | eval / train |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
   rows = []
   for key in sorted(k for k in results if k.startswith("end_to_end_")):
     r = results[key]
     if not r.get("ok"):
       continue
     reps = " | ".join(f"{r['eval_seconds_per_representation'][k]:.1f}" for k in REPRESENTATIONS)
-    rows.append(f"| {r['n_train']:,} / {r['n_test']:,} | {r['steps']} | {r['train_seconds']:.1f} | "
+    rows.append(f"| {key} | {r['n_train']:,} / {r['n_test']:,} | {r['steps']} | {r['train_seconds']:.1f} | "
                 f"{reps} | {r['eval_seconds_other']:.1f} | {r['eval_seconds']:.1f} | "
                 f"{r['eval_over_train']:.2f} |")
   return "\n".join([head, *rows]) if rows else "(no end-to-end cell measured yet: --end-to-end)"

@@ -20,12 +20,16 @@ until the final score):
 * **n > cv_max_examples**: one stratified validation split (``val_fraction``, 10%: at least 500
   images, so one image moves the accuracy by at most 0.2 points) held out from the train set, as
   CLIP's sklearn probe does; the grid is walked from strong to weak with warm starts and stops once
-  validation accuracy has not improved for ``patience`` (2) strengths (it is unimodal in practice);
+  validation accuracy has not improved for ``patience`` (1) strength (it is unimodal in practice, and
+  the weakest strengths are the slowest fits);
   the refit on all train rows starts from the chosen strength's solution. That is at most
   ``len(grid) + 1`` fits, most of them short, instead of ``folds * len(grid) + 1`` cold ones.
   The objective and its gradient are then summed over ``chunk_rows``-row slices of the raw features
   (standardised on the fly), so memory is the features once plus one ``chunk_rows x classes`` block,
   never an [N, C] logits array or a standardised copy of the features.
+  These fits stop at a gradient norm of ``LARGE_TOL`` (1e-3) instead of 1e-4: on 60,000
+  Animal-Shape-derived images it cut the probe of 128-d features from 28 s to 11 s and of raw pixels
+  (1,024-d) by 3x, with the same test accuracy to 0.01 points (``benchmarks/eval_scaling.py``).
 
 Public API (also re-exported by ``jaxcl.evaluate``)::
 
@@ -51,6 +55,9 @@ DEFAULT_L2_GRID = (1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
 
 #: Largest train set whose L2 strength is chosen by k-fold cross-validation (see the module docstring).
 CV_MAX_EXAMPLES = 5000
+
+#: Gradient-norm tolerance above ``cv_max_examples`` rows (see the module docstring).
+LARGE_TOL = 1e-3
 
 #: Rows per slice of the chunked objective (above ``cv_max_examples``) and of ``LinearProbe.logits``.
 CHUNK_ROWS = 8192
@@ -278,11 +285,11 @@ def fit_linear_probe(
     standardize: bool = True,
     num_classes: int | None = None,
     max_iter: int = 1000,
-    tol: float = 1e-4,
+    tol: float | None = None,
     seed: int = 0,
     cv_max_examples: int = CV_MAX_EXAMPLES,
     val_fraction: float = 0.1,
-    patience: int = 2,
+    patience: int = 1,
     chunk_rows: int = CHUNK_ROWS,
 ) -> LinearProbe:
   """Fits the frozen-feature linear probe (standardise, then softmax regression + L2 by L-BFGS).
@@ -300,7 +307,8 @@ def fit_linear_probe(
       the raw features (as CLIP's sklearn probe does).
     num_classes: number of classes; default ``max(train_labels) + 1``.
     max_iter: L-BFGS iteration cap per fit.
-    tol: stop when the gradient norm of the objective falls below this.
+    tol: stop when the gradient norm of the objective falls below this; default 1e-4 up to
+      ``cv_max_examples`` rows, ``LARGE_TOL`` above (module docstring).
     seed: seed of the fold / split assignment (the only randomness).
     cv_max_examples: the largest N that uses k-fold CV and the full-batch solver (5,000); a huge value
       restores the k-fold protocol at any size.
@@ -320,6 +328,8 @@ def fit_linear_probe(
   if l2 is not None and l2 < 0:
     raise ValueError(f"l2 must be >= 0, got {l2}.")
   small = n <= cv_max_examples
+  if tol is None:
+    tol = 1e-4 if small else LARGE_TOL
   if l2 is None and small and (folds < 2 or folds > n):
     raise ValueError(f"folds must be in [2, {n}] to choose l2, got {folds}; or pass l2=<value>.")
   if l2 is None and not l2_grid:
