@@ -4,7 +4,8 @@ r"""Every method and every loss, trained on two real datasets over seeds, agains
   python benchmarks/methods.py --quick    # one seed of four cells on digits, 80 steps (minutes)
   python benchmarks/methods.py --table    # only rebuild the table and the PNG from the JSON
 
-Rows: each of the 12 image methods through its own config (``configs/<method>_digits.py``), and each loss of
+Rows: each of the 12 image methods through its own config (``configs/<method>_digits.py``), DINO on a ViT
+(``configs/dino_vit_digits.py``), and each loss of
 ``jaxcl.losses.TWO_VIEW_LOSSES`` other than NT-Xent through SimCLR's two-view setup (``method.loss``;
 the losses that read labels get class-balanced batches, ``data.examples_per_class``). Datasets: the
 UCI digits and Animal-Shape (animal silhouettes, a different kind of image), both shipped in installed
@@ -57,9 +58,13 @@ MULTI_CROP = ("simclr", "byol", "dino")
 MULTI_CROP_LOCAL = 4
 
 
+# Other encoders: ``configs/<row>_digits.py`` (DINO on the ViT that I-JEPA trains).
+ENCODER_ROWS = ("dino_vit",)
+
+
 def rows() -> list[str]:
   return (list(METHODS) + [f"loss:{name}" for name in LOSSES]
-          + [f"{name}+multicrop" for name in MULTI_CROP])
+          + [f"{name}+multicrop" for name in MULTI_CROP] + list(ENCODER_ROWS))
 
 
 COMMON_FLAGS = ("--config.train.checkpoint_every=0", "--config.train.export_encoder=False",

@@ -1,6 +1,6 @@
 """DINO: the loss and centre against NumPy written from the paper's pseudocode, sharded == single
-device (loss, gradient, and the whole train step with multi-crop), the collapse monitors in a short
-real run, and one-line config errors."""
+device (loss, gradient, and the whole train step with multi-crop, and with a ViT encoder), the
+collapse monitors in a short real run, and one-line config errors."""
 
 import json
 import os
@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import test_fsdp
 from test_fsdp import _assert_close
 from test_multicrop import _train
 
@@ -96,6 +97,27 @@ def test_dino_multi_crop_step_on_8_devices_equals_1(devices):
     _assert_close(state8[part], state1[part], part)
   center = [v for p, v in jax.tree_util.tree_leaves_with_path(state1["rest"]) if "center" in str(p)]
   assert center and float(np.abs(center[0]).max()) > 0  # the centre moved off its zero start
+
+
+def test_dino_vit_step_on_8_devices_equals_1(devices, monkeypatch):
+  """DINO with a ViT encoder (configs/dino_vit_digits.py: AdamW with the cosine weight decay, clipping,
+  the last layer frozen for the first step) through the real jitted step: 3 steps on 8 devices equal
+  3 on 1 with the same global batch (the head without BN is covered by the multi-crop test above)."""
+  path = os.path.join(ROOT, "configs", "dino_vit_digits.py")
+  # test_fsdp's _train runs any method's smoke config on n devices; hand it this one (a fresh copy per
+  # call: its _setup edits the config it gets).
+  monkeypatch.setattr(test_fsdp, "method_smoke_config",
+                      lambda name: experiment.load_config_file(path, "smoke"))
+  c = test_fsdp.method_smoke_config("dino")
+  assert c.model.name.startswith("vit")
+  assert c.method.freeze_last_layer_steps < test_fsdp.STEPS
+  _, state8, losses8 = test_fsdp._train("dino", 8, False)
+  _, state1, losses1 = test_fsdp._train("dino", 1, False)
+  assert np.isfinite(losses1).all()
+  np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
+  state8, state1 = jax.device_get(state8), jax.device_get(state1)
+  for part in ("params", "opt_state", "rest"):  # rest: the EMA teacher, the centre, the clock
+    _assert_close(state8[part], state1[part], part)
 
 
 def test_short_run_learns_without_collapse(tmp_path):
