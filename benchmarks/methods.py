@@ -235,10 +235,10 @@ def plot(record: dict, path: str) -> None:
                      label=f"{metric}: {base}")
     ax.set_xticks([i + 0.2 for i in range(len(names))], names, rotation=45, ha="right")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{dataset}: every method and loss (bars: mean ± std over seeds)")
+    ax.set_title(f"{dataset}: every method and loss (bars: mean ± std over seeds)", pad=26)
     lows = [100 * min(v) for r in per_row.values() for k, v in r.items() if k in ("linear", "knn")]
     ax.set_ylim(max(0, min(lows, default=0) - 5), 100)
-    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    ax.legend(fontsize=7, ncol=6, loc="lower center", bbox_to_anchor=(0.5, 1.0))  # above the bars
   fig.tight_layout()
   fig.savefig(path, dpi=110)
 
