@@ -87,6 +87,15 @@ def saved_mesh_shape(workdir, step: int) -> list[int]:
 # that, 1e-4 of each leaf's largest magnitude. Measured on an AMD EPYC (the worst of 4 devices, 1
 # device and 2 processes against 1 x 8): 1.2e-5.
 REORDER_RTOL = 1e-4
+# The online probe (state key "probe") is left out of the float comparison across device layouts (its
+# tree structure is still compared, and same-layout comparisons with ``exact`` include it). It trains
+# a head by Adam on standardised features: at initialisation the class probabilities are nearly the
+# same for every row, so a class's gradient, the sum over rows of probability x mean-zero feature,
+# cancels to almost nothing, and Adam's m / sqrt(v) turns the reorder noise left in it into full-size
+# steps. Measured after 6 smoke steps (2 processes against 1 x 8): up to 25% of a leaf's largest
+# magnitude in one class's column. It never feeds back into training; tests/test_online_probe.py
+# checks 8 devices == 1 on a step from its zero start.
+NOT_LAYOUT_STABLE = "['probe']"
 
 
 def assert_same_state(actual: dict, expected: dict, *, exact: bool = False,
@@ -104,6 +113,8 @@ def assert_same_state(actual: dict, expected: dict, *, exact: bool = False,
     if exact or not np.issubdtype(b.dtype, np.floating):
       np.testing.assert_array_equal(a, b, err_msg=path)
     else:
+      if path.startswith(NOT_LAYOUT_STABLE):
+        continue
       scale = float(np.max(np.abs(b), initial=0.0))
       np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale, err_msg=path)
 

@@ -114,6 +114,9 @@ def smoke(c: ml_collections.ConfigDict, *, batch_size: int = 16, steps: int = 3)
   c.eval.final = False
   c.eval.knn_k = 5
   c.eval.embedding_map = False
+  # The probe on the step's own views: no extra forward pass to compile in every test's step
+  # (tests/test_online_probe.py covers the default "clean" input).
+  c.eval.online_probe_views = "augmented"
   c.eval.batch_size = 64
 
 

@@ -5,7 +5,7 @@ training batch, with its own optimiser, on detached encoder features: the encode
 gradient, and its batch accuracy (measured before the update) is logged with the loss every
 ``log_every`` steps. By default (``views="clean"``) the features are ``probe_features``: an eval-mode
 forward pass of the un-augmented batch, the features evaluation uses, on images that look like the
-test set's. It costs a forward pass without backward (3.9% of the default job's step,
+test set's. It costs a forward pass without backward (under 4% of the default job's step,
 ``benchmarks/online_probe.py``). ``views="augmented"`` trains on the features of the training pass
 itself (both augmented views, as solo-learn does) where the method hands them over (SimCLR, SupCon,
 Barlow Twins, VICReg: see ``jaxcl.methods.base.PROBE_FEATURES``), so the probe costs one linear layer;
@@ -32,6 +32,7 @@ from flax import nnx
 
 
 VIEWS = ("clean", "augmented")
+_EPS = 1e-5  # of the standardisation, as BatchNorm's
 
 
 class OnlineProbe:
@@ -111,9 +112,6 @@ class OnlineProbe:
     new = {"params": optax.apply_updates(probe["params"], updates), "stats": stats,
            "opt_state": opt_state}
     return new, {"online_probe_acc": acc, "online_probe_loss": loss}
-
-
-_EPS = 1e-5
 
 
 def _head(params: dict, features: jax.Array) -> jax.Array:
