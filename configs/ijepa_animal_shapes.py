@@ -19,12 +19,4 @@ from jaxcl import experiment
 
 
 def get_config(arg=None):
-  a = experiment.parse_arg(arg, smoke=False)
-  c = experiment.sibling(__file__, "ijepa_digits", "smoke" if a.smoke else None)
-  c.unlock()
-  if not a.smoke:
-    # benchmarks/methods.py's Animal-Shape flags: --config.data.name=animal_shapes
-    # --config.augment.flip_prob=0.5
-    c.data.name = "animal_shapes"
-    c.augment.flip_prob = 0.5
-  return experiment.lock(c)
+  return experiment.on_animal_shapes(__file__, "ijepa_digits", arg)

@@ -181,6 +181,20 @@ def sibling(file: str, name: str, arg: str | None = None) -> ml_collections.Conf
   return load_config_file(os.path.join(os.path.dirname(os.path.abspath(file)), f"{name}.py"), arg)
 
 
+def on_animal_shapes(file: str, base_name: str, arg: str | None) -> ml_collections.ConfigDict:
+  """A digits config file (``configs/<base_name>.py``) on Animal-Shape, as ``benchmarks/methods.py``
+  runs its Animal-Shape cells: ``data.name="animal_shapes"`` (28 px, resized to the config's
+  ``data.image_size`` on the host) and horizontal flips (a mirrored animal is still that animal).
+  ``arg="smoke"`` is the base's smoke config, on digits. Returns the locked config."""
+  smoke_test = parse_arg(arg, smoke=False).smoke
+  c = sibling(file, base_name, "smoke" if smoke_test else None)
+  c.unlock()
+  if not smoke_test:
+    c.data.name = "animal_shapes"
+    c.augment.flip_prob = 0.5
+  return lock(c)
+
+
 def variant(file: str, base_name: str, arg: str | None, method: str,
             **method_fields: Any) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
   """A base config file run with another method: same data, encoder, views, optimiser, evaluation.
