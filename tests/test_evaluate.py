@@ -254,6 +254,47 @@ def test_linear_probe_holdout_protocol_above_threshold():
     assert abs(held[y == c].sum() - 0.1 * np.sum(y == c)) <= 1
 
 
+def _probe_objective(probe, x, y, l2):
+  """Mean softmax cross-entropy + l2/2 ||W||^2 of a fitted probe, in float64 NumPy."""
+  logits = probe.logits(x).astype(np.float64)
+  logits -= logits.max(1, keepdims=True)
+  log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+  return -log_p[np.arange(len(y)), y].mean() + 0.5 * l2 * np.sum(probe.weights.astype(np.float64) ** 2)
+
+
+def test_linear_probe_minibatch_solver_reaches_the_lbfgs_optimum():
+  # Above minibatch_min_examples the probe is fitted by mini-batch Adam; on a fixed l2 it must land
+  # near the convex optimum that full-batch L-BFGS finds, and score the same on held-out digits.
+  xtr, xte, ytr, yte = _digits_split()
+  exact = evaluate.fit_linear_probe(xtr, ytr, l2=1e-3, tol=1e-6)
+  sgd = evaluate.fit_linear_probe(xtr, ytr, l2=1e-3, cv_max_examples=100,
+                                  minibatch_min_examples=200, batch_rows=32)
+  assert (exact.solver, sgd.solver, sgd.protocol) == ("lbfgs", "minibatch", "fixed")
+  optimum = _probe_objective(exact, xtr, ytr, 1e-3)
+  assert optimum <= _probe_objective(sgd, xtr, ytr, 1e-3) < optimum + 0.002
+  assert abs(sgd.accuracy(xte, yte) - exact.accuracy(xte, yte)) <= 0.005  # 2 of 540 digits
+
+
+def test_linear_probe_minibatch_grid_heads_are_independent_and_chosen_on_the_split():
+  xtr, xte, ytr, yte = _digits_split()
+  kw = dict(cv_max_examples=100, minibatch_min_examples=200, batch_rows=128)
+  probe = evaluate.fit_linear_probe(xtr, ytr, **kw)
+  again = evaluate.fit_linear_probe(xtr, ytr, **kw)
+  np.testing.assert_array_equal(probe.weights, again.weights)  # seeded batch order: deterministic
+  assert probe.protocol == "holdout" and set(probe.cv_accuracy) == set(evaluate.DEFAULT_L2_GRID)
+  best = max(probe.cv_accuracy.values())
+  assert probe.l2 == max(s for s, a in probe.cv_accuracy.items() if a == best)  # ties: stronger
+  assert probe.accuracy(xte, yte) >= 0.95
+  # Each strength is its own head: fitted with the others or alone, it ends the same.
+  args = (xtr, ytr.astype(np.int32), np.arange(len(ytr)))
+  stats = (xtr.mean(0), np.where(xtr.std(0) > 0, xtr.std(0), 1.0), 10)
+  opts = dict(epochs=5, batch_rows=128, learning_rate=0.03, seed=0)
+  grid = evaluate.linear._fit_minibatch(*args, [1.0, 1e-3, 1e-5], *stats, **opts)
+  alone = evaluate.linear._fit_minibatch(*args, [1e-3], *stats, **opts)
+  np.testing.assert_allclose(grid["w"][1], alone["w"][0], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(grid["w"][0], grid["w"][1], atol=1e-3)
+
+
 # ---------------------------------------------------------------- metric-learning retrieval scores
 
 
