@@ -31,7 +31,7 @@ host, as ``benchmarks/methods.py`` does for animal_shapes. Recorded: ``train_sec
 and its accuracy table.
 
   python benchmarks/eval_scaling.py --budget-s 300 --cell-timeout-s 150
-  python benchmarks/eval_scaling.py --end-to-end      # ~15 min on a busy 2-core CPU (data prepared once)
+  python benchmarks/eval_scaling.py --end-to-end      # ~3 min on a quiet 2-core CPU (data prepared once)
   python benchmarks/eval_scaling.py --table           # the end-to-end table from the JSON, nothing run
 """
 
