@@ -58,7 +58,7 @@ def run(dataset: str, loss: str, steps: int, seed: int, *, tune: bool) -> dict:
   workdir = os.path.join("/tmp", "jaxcl_metric_learning", f"{dataset}_{loss}_{steps}_{seed}_{tune}")
   shutil.rmtree(workdir, ignore_errors=True)
   cmd = [sys.executable, "-m", "jaxcl", "train", "--config", config, "--workdir", workdir,
-         *_flags(loss, steps, seed, tune=tune)]
+         *_flags(loss, steps, seed, tune=tune), *methods.table_encoder(config)]
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   started = time.time()
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)

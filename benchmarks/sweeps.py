@@ -33,7 +33,8 @@ CONFIG = os.path.join(methods.ROOT, "configs", "simclr_digits.py")
 
 def cells(seeds, epochs: int, workroot: str):
   for seed in seeds:
-    base = [f"--config.seed={seed}", *methods.COMMON_FLAGS, "--config.eval.baselines=False"]
+    base = [f"--config.seed={seed}", *methods.COMMON_FLAGS, "--config.eval.baselines=False",
+            *methods.TABLE_ENCODER]
     for t in TEMPERATURES:
       yield (f"temperature/{t}/{seed}", CONFIG, [*base, f"--config.method.temperature={t}"],
              os.path.join(workroot, f"temperature_{t}", f"seed{seed}"))

@@ -76,7 +76,7 @@ def test_eval_without_config_restores_tuples(tmp_path):
   config = experiment.load_config_file(CONFIG)
   (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
   restored = main._config_from_workdir(str(tmp_path))  # pylint: disable=protected-access
-  assert restored.model.strides == (2, 2, 2) and restored.augment.scale == (0.4, 1.0)
+  assert restored.model.strides == (2, 2, 2, 2) and restored.augment.scale == (0.4, 1.0)
   assert restored.method.loss_kwargs.to_dict() == {}
 
 
