@@ -19,12 +19,12 @@ until the final score):
   accuracy differences are a handful of examples). Folds are per-example weights on the same arrays,
   so every fit runs one compiled program, and each fold walks the grid from strong to weak penalty with
   warm starts. At this size the 31 fits take seconds.
-* **cv_max_examples < n <= minibatch_min_examples (20,000)**: one stratified validation split (``val_fraction``, 10%: at least 500
-  images, so one image moves the accuracy by at most 0.2 points) held out from the train set, as
-  CLIP's sklearn probe does; the grid is walked from strong to weak with warm starts and stops once
-  validation accuracy has not improved for ``patience`` (1) strength (it is unimodal in practice, and
-  the weakest strengths are the slowest fits);
-  the refit on all train rows starts from the chosen strength's solution. That is at most
+* **cv_max_examples < n <= minibatch_min_examples (20,000)**: one stratified validation split
+  (``val_fraction``, 10%: at least 500 images, so one image moves the accuracy by at most 0.2
+  points) held out from the train set, as CLIP's sklearn probe does; the grid is walked from strong
+  to weak with warm starts and stops once validation accuracy has not improved for ``patience`` (1)
+  strength (it is unimodal in practice, and the weakest strengths are the slowest fits); the refit
+  on all train rows starts from the chosen strength's solution. That is at most
   ``len(grid) + 1`` fits, most of them short, instead of ``folds * len(grid) + 1`` cold ones.
   The objective and its gradient are then summed over ``chunk_rows``-row slices of the raw features
   (standardised on the fly), so memory is the features once plus one ``chunk_rows x classes`` block,
@@ -425,6 +425,7 @@ def fit_linear_probe(
   mean, scale = mean.astype(np.float32), scale.astype(np.float32)
   zeros = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
   grid = sorted({float(v) for v in l2_grid}, reverse=True)
+  solver = "lbfgs"
 
   if small:
     xs_np = (x - mean) / scale
@@ -463,12 +464,14 @@ def fit_linear_probe(
                             seed=seed)
     cv_accuracy = {}
     if l2 is None:
-      logits = np.einsum("nd,hdc->hnc", (x[held] - mean) / scale, fitted["w"]) + fitted["b"][:, None]
-      cv_accuracy = {s: float(np.mean(p == y[held])) for s, p in zip(strengths, logits.argmax(-1))}
+      x_held, y_held = x[held], y[held]
+      for h, strength in enumerate(strengths):  # LinearProbe.logits: row slices, bounded memory
+        head = LinearProbe(mean, scale, fitted["w"][h], fitted["b"][h], strength, {})
+        cv_accuracy[strength] = head.accuracy(x_held, y_held)
     pick = max(range(len(strengths)), key=lambda h: (cv_accuracy.get(strengths[h], 0), strengths[h]))
     l2 = strengths[pick]
     params = {"w": fitted["w"][pick], "b": fitted["b"][pick]}
-    protocol = "holdout" if cv_accuracy else "fixed"
+    protocol, solver = "holdout" if cv_accuracy else "fixed", "minibatch"
   else:
     chunk = min(int(chunk_rows), n)
     x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
@@ -500,8 +503,7 @@ def fit_linear_probe(
     protocol = "holdout" if cv_accuracy else "fixed"
   return LinearProbe(
       mean=mean, scale=scale, weights=np.asarray(params["w"]), bias=np.asarray(params["b"]),
-      l2=float(l2), cv_accuracy=cv_accuracy, protocol=protocol,
-      solver="minibatch" if n > minibatch_min_examples and not small else "lbfgs",
+      l2=float(l2), cv_accuracy=cv_accuracy, protocol=protocol, solver=solver,
   )
 
 
