@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from typing import Any
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +42,34 @@ def run_child(
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     return {"ok": False, "error": f"exit code {proc.returncode}: " + " | ".join(tail)}
   return json.loads(lines[-1])
+
+
+def jaxcl_train(config: str, flags: Sequence[str], workdir: str, *,
+                timeout_s: float | None = None) -> dict[str, Any]:
+  """``python -m jaxcl train`` of ``config`` in a fresh process, from the repository root, into an
+  emptied ``workdir`` (a leftover checkpoint would resume instead of training).
+
+  Returns ``{"ok": True, "results": <its results.json>, ...}`` or ``{"ok": False, "error": <the
+  last lines of its output>, ...}``, both with ``wall_s`` and ``command``.
+  """
+  shutil.rmtree(workdir, ignore_errors=True)
+  cmd = [sys.executable, "-m", "jaxcl", "train", "--config", config, "--workdir", workdir, *flags]
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  out = {"command": " ".join(["python", *cmd[1:]])}
+  started = time.perf_counter()
+  try:
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout_s, check=False)
+  except subprocess.TimeoutExpired:
+    return {**out, "ok": False, "error": f"jaxcl train: timeout after {timeout_s:.0f} s",
+            "wall_s": timeout_s}
+  out["wall_s"] = round(time.perf_counter() - started, 1)
+  path = os.path.join(workdir, "results.json")
+  if proc.returncode or not os.path.exists(path):
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {**out, "ok": False, "error": f"jaxcl train exit code {proc.returncode}: " + " | ".join(tail)}
+  with open(path) as f:
+    return {**out, "ok": True, "results": json.load(f)}
 
 
 def _status_kib(field: str) -> int | None:

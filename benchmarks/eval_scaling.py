@@ -243,32 +243,17 @@ def _prepare_e2e_data(name: str, data_dir: str, n_train: int, n_test: int) -> fl
 def _e2e_child(cell: dict) -> dict:
   """Prepares the dataset if needed, then ``python -m jaxcl train`` of the default job on it."""
   import resource
-  import shutil
-  import subprocess
 
   prepare_s = _prepare_e2e_data(cell["name"], cell["data_dir"], cell["n_train"], cell["n_test"])
   workdir = cell["workdir"]
-  shutil.rmtree(workdir, ignore_errors=True)  # a leftover checkpoint would resume, not train
-  cmd = [sys.executable, "-m", "jaxcl", "train", "--config", E2E_CONFIG, "--workdir", workdir,
-         f"--config.data.name={cell['name']}", f"--config.data.data_dir={cell['data_dir']}",
-         "--config.train.checkpoint_every=0", "--config.eval.embedding_map=False"]
+  flags = [f"--config.data.name={cell['name']}", f"--config.data.data_dir={cell['data_dir']}",
+           "--config.train.checkpoint_every=0", "--config.eval.embedding_map=False"]
   if cell.get("steps"):
-    cmd.append(f"--config.steps={cell['steps']}")
-  t0 = time.perf_counter()
-  try:
-    proc = subprocess.run(cmd, cwd=_subprocess.REPO_ROOT, capture_output=True, text=True,
-                          timeout=cell["timeout_s"], check=False)
-  except subprocess.TimeoutExpired:
-    return {"ok": False, "error": f"jaxcl train: timeout after {cell['timeout_s']:.0f} s",
-            "prepare_seconds": prepare_s}
-  wall = time.perf_counter() - t0
-  path = os.path.join(workdir, "results.json")
-  if proc.returncode or not os.path.exists(path):
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"ok": False, "error": f"jaxcl train exit code {proc.returncode}: " + " | ".join(tail),
-            "prepare_seconds": prepare_s}
-  with open(path) as f:
-    result = json.load(f)
+    flags.append(f"--config.steps={cell['steps']}")
+  run = _subprocess.jaxcl_train(E2E_CONFIG, flags, workdir, timeout_s=cell["timeout_s"])
+  if not run["ok"]:
+    return {"ok": False, "error": run["error"], "prepare_seconds": prepare_s}
+  result, wall = run["results"], run["wall_s"]
   with open(os.path.join(workdir, "config.json")) as f:
     image_size = json.load(f)["data"]["image_size"]
   ev = dict(result["eval_seconds"])
@@ -279,7 +264,7 @@ def _e2e_child(cell: dict) -> dict:
               "random init": result.get("random_init"), "raw pixels": result.get("raw_pixels")}
   # ru_maxrss of the waited-for children: here only the jaxcl train process (KiB on Linux).
   peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-  return {"ok": True, "command": " ".join(["python", *cmd[1:]]),
+  return {"ok": True, "command": run["command"],
           "n_train": cell["n_train"], "n_test": cell["n_test"], "steps": result["step"],
           "image_size": image_size, "prepare_seconds": prepare_s,
           "train_seconds": result["train_seconds"], "eval_seconds": total,

@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _subprocess  # noqa: E402  (the fresh-process jaxcl train runner)
 
 DATASETS = ("digits", "animal_shapes")
 SEEDS = (0, 1, 2)
@@ -110,18 +109,10 @@ def overrides(dataset: str, row: str, seed: int, steps: int | None) -> tuple[str
 
 def run_cell(config: str, flags: list[str], workdir: str) -> dict:
   """``jaxcl train`` of one cell in a fresh process; its metrics, or the error's last lines."""
-  shutil.rmtree(workdir, ignore_errors=True)
-  cmd = [sys.executable, "-m", "jaxcl", "train", "--config", config, "--workdir", workdir, *flags]
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  started = time.time()
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-  wall = time.time() - started
-  path = os.path.join(workdir, "results.json")
-  if proc.returncode or not os.path.exists(path):
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"ok": False, "error": " | ".join(tail), "wall_s": wall, "command": " ".join(cmd)}
-  with open(path) as f:
-    res = json.load(f)
+  run = _subprocess.jaxcl_train(config, flags, workdir)
+  if not run["ok"]:
+    return run
+  res, wall = run["results"], run["wall_s"]
   out = {"ok": True, "wall_s": round(wall, 1), "eval_s": res.get("eval_seconds", {}).get("total"),
          "steps": res.get("step"), "final_loss": res.get("loss")}
   for key in METRICS:

@@ -18,17 +18,13 @@ skips finished cells.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import statistics
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import _subprocess  # noqa: E402  (the fresh-process jaxcl train runner)
 import methods  # noqa: E402  (load / save / stat shared with the methods benchmark)
 
 OUT = os.path.join(ROOT, "benchmarks", "results", "metric_learning.json")
@@ -56,19 +52,12 @@ def _flags(loss: str, steps: int, seed: int, *, tune: bool) -> list[str]:
 def run(dataset: str, loss: str, steps: int, seed: int, *, tune: bool) -> dict:
   config = os.path.join(ROOT, "configs", f"metric_learning_{dataset}.py") + f":loss={loss}"
   workdir = os.path.join("/tmp", "jaxcl_metric_learning", f"{dataset}_{loss}_{steps}_{seed}_{tune}")
-  shutil.rmtree(workdir, ignore_errors=True)
-  cmd = [sys.executable, "-m", "jaxcl", "train", "--config", config, "--workdir", workdir,
-         *_flags(loss, steps, seed, tune=tune), *methods.table_encoder(config)]
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  started = time.time()
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-  path = os.path.join(workdir, "results.json")
-  if proc.returncode or not os.path.exists(path):
-    return {"ok": False, "error": " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]),
-            "command": " ".join(cmd)}
-  with open(path) as f:
-    res = json.load(f)
-  return {"ok": True, "wall_s": round(time.time() - started, 1), "loss": loss, "steps": steps,
+  run = _subprocess.jaxcl_train(
+      config, [*_flags(loss, steps, seed, tune=tune), *methods.table_encoder(config)], workdir)
+  if not run["ok"]:
+    return run
+  res = run["results"]
+  return {"ok": True, "wall_s": run["wall_s"], "loss": loss, "steps": steps,
           "unseen_classes": res["unseen_classes"], "knn": res.get("knn"), "linear": res.get("linear")}
 
 

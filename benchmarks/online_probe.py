@@ -17,7 +17,6 @@ r"""The online linear probe: what it costs per step, and how far it ends from th
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
