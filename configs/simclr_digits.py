@@ -22,8 +22,8 @@ Why these settings: digits are 8x8 images upsampled to 32 px, single channel, so
 blur; a small projector (256-256-64) fits a 128-d SmallCNN; stride 2 from the first layer lets each unit see
 more of the digit (tuning runs, 200 steps: kNN 93.7% -> 97.4% at equal cost), and a 4th layer lets the
 last one see all of it (3 validation folds: kNN 0.9 points below raw pixels -> 0.7 above); AdamW
-converges in a few hundred steps at batch 256, where LARS needs thousands. kNN uses k=20: with ~126 training images per class, k=200 votes across
-classes (raw pixels: 92.4% at k=200, 96.9% at k=20).
+converges in a few hundred steps at batch 256, where LARS needs thousands. kNN uses k=20: with ~126
+training images per class, k=200 votes across classes (raw pixels: 92.4% at k=200, 96.9% at k=20).
 """
 
 from jaxcl import experiment

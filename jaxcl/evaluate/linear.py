@@ -468,8 +468,8 @@ def fit_linear_probe(
       for h, strength in enumerate(strengths):  # LinearProbe.logits: row slices, bounded memory
         head = LinearProbe(mean, scale, fitted["w"][h], fitted["b"][h], strength, {})
         cv_accuracy[strength] = head.accuracy(x_held, y_held)
-    pick = max(range(len(strengths)), key=lambda h: (cv_accuracy.get(strengths[h], 0), strengths[h]))
-    l2 = strengths[pick]
+      l2 = max(grid, key=lambda s: (cv_accuracy[s], s))  # ties go to the stronger penalty
+    pick = strengths.index(l2)
     params = {"w": fitted["w"][pick], "b": fitted["b"][pick]}
     protocol, solver = "holdout" if cv_accuracy else "fixed", "minibatch"
   else:
