@@ -150,6 +150,24 @@ def test_small_cnn_bf16_compute_with_f32_params():
   assert models.count_params(enc) == 9 * 32 + 9 * 32 * 64 + 9 * 64 * 128 + 2 * (32 + 64 + 128)
 
 
+def test_small_cnn_flatten_keeps_the_feature_map():
+  cfg = models.default_config("small_cnn")
+  cfg.pool = "flatten"
+  enc = models.create_encoder(cfg, in_channels=1, rngs=nnx.Rngs(0), image_size=20)
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 20, 20, 1)), jnp.float32)
+  y = enc(x, train=True)
+  assert enc.out_dim == 128 * 3 * 3 and y.shape == (3, enc.out_dim)  # 20 -> 10 -> 5 -> 3 px
+  # The same network with the mean pool returns the mean of those 3 x 3 positions.
+  enc.pool = "mean"
+  np.testing.assert_allclose(enc(x, train=True), y.reshape(3, 3, 3, 128).mean((1, 2)), rtol=1e-5,
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="needs the image size"):
+    models.create_encoder(cfg, in_channels=1, rngs=nnx.Rngs(0))
+  cfg.pool = "max"
+  with pytest.raises(ValueError, match="model.pool must be one of"):
+    models.create_encoder(cfg, in_channels=1, rngs=nnx.Rngs(0), image_size=20)
+
+
 def test_vit_pooling_and_position_interpolation():
   enc = models.ViT(in_channels=3, image_size=16, patch_size=4, width=16, depth=1, heads=2,
                    pool="mean", rngs=nnx.Rngs(0))

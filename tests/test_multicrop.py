@@ -14,11 +14,10 @@ from jaxcl.train import mesh as mesh_lib
 STEPS = 2
 
 
-def _config(name, **augment):
+def _config(name):
   c = method_smoke_config(name)
   c.unlock()
   c.augment.num_local = 2  # local views of augment.local_size (14 px next to the 32 px global ones)
-  c.augment.update(augment)
   c.eval.online_probe = False
   c.steps = STEPS
   c.optim.lr /= 100  # small steps: 8-vs-1-device float noise is not amplified
@@ -50,10 +49,13 @@ def test_multi_crop_step_on_8_devices_equals_1(name, devices):
     _assert_close(state8[part], state1[part], part)
 
 
-@pytest.mark.parametrize("name, augment, match", [
+@pytest.mark.parametrize("name, overrides, match", [
     ("moco_v3", {}, "augment.num_local=2: method 'moco_v3' trains on two views only"),
-    ("simclr", {"local_size": 32}, "augment.local_size=32: local crops must be smaller"),
+    ("simclr", {"augment.local_size": 32}, "augment.local_size=32: local crops must be smaller"),
+    ("simclr", {"model.pool": "flatten"}, "model.pool='flatten': a flattened feature map is sized"),
 ])
-def test_bad_multi_crop_combinations_are_one_line(name, augment, match):
+def test_bad_multi_crop_combinations_are_one_line(name, overrides, match):
+  c = _config(name)
+  c.update_from_flattened_dict(overrides)
   with pytest.raises(ValueError, match=match):
-    experiment.validate(_config(name, **augment), num_devices=8)
+    experiment.validate(c, num_devices=8)

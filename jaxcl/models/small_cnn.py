@@ -17,6 +17,8 @@ from flax import nnx
 from jaxcl.models.conv import conv_general_dilated
 from jaxcl.models.norm import BatchNorm
 
+POOLS = ("mean", "flatten")
+
 
 class SmallCNN(nnx.Module):
   """conv3x3-BN-ReLU blocks (default widths 32-64-128, strides 2-2-2) then global average pooling."""
@@ -27,6 +29,8 @@ class SmallCNN(nnx.Module):
       in_channels: int = 3,
       widths: Sequence[int] = (32, 64, 128),
       strides: Sequence[int] = (2, 2, 2),
+      pool: str = "mean",
+      image_size: int | None = None,
       dtype: jnp.dtype | None = None,
       param_dtype: jnp.dtype = jnp.float32,
       rngs: nnx.Rngs,
@@ -37,11 +41,18 @@ class SmallCNN(nnx.Module):
       in_channels: channels of the input images.
       widths: output channels of each conv layer.
       strides: stride of each conv layer (same length as ``widths``).
+      pool: "mean": global average pooling to ``widths[-1]`` features; "flatten": the last feature map
+        as it is, ``widths[-1] * side**2`` features that keep where on the image each one fired.
+      image_size: the input side, needed by ``pool="flatten"`` to size its output.
       dtype: compute dtype; parameters stay in ``param_dtype``.
       param_dtype: parameter dtype.
       rngs: initialisation keys.
     """
     widths, strides = tuple(widths), tuple(strides)
+    if pool not in POOLS:
+      raise ValueError(f"model.pool must be one of {POOLS} for small_cnn, got {pool!r}")
+    if pool == "flatten" and not image_size:
+      raise ValueError("model.pool='flatten' needs the image size to size the encoder's output")
     if not widths or len(widths) != len(strides):
       raise ValueError(
           f"model.widths and model.strides must be non-empty and of equal length, got {widths} and"
@@ -56,10 +67,15 @@ class SmallCNN(nnx.Module):
       cin = w
     self.convs = nnx.List(convs)
     self.norms = nnx.List(norms)
-    self.out_dim = cin
+    self.pool = pool
+    side = image_size or 1
+    for s in strides:
+      side = -(-side // s)  # "SAME"-padded 3x3 convolutions: ceil(side / stride)
+    self.out_dim = cin * side * side if pool == "flatten" else cin
 
   def __call__(self, x: jax.Array, *, train: bool = False, axis_name: str | None = None) -> jax.Array:
     """Encodes images [B, H, W, C] to float32 features [B, out_dim] (see ``ResNet.__call__``)."""
     for conv, norm in zip(self.convs, self.norms):
       x = jax.nn.relu(norm(conv(x), train=train, axis_name=axis_name))
-    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    x = x.astype(jnp.float32)
+    return x.reshape(x.shape[0], -1) if self.pool == "flatten" else jnp.mean(x, axis=(1, 2))
