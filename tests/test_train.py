@@ -41,6 +41,7 @@ def metrics(workdir):
     ("augment.size", 48, "augment.size"),  # crop larger than the 32 px images
     ("train.on_nonfinite", "ignore", "train.on_nonfinite"),
     ("train.grad_cache_chunks", 3, "train.grad_cache_chunks"),  # does not divide 2 rows per device
+    ("model.pool", "max", "model.pool='max': small_cnn pools with one of"),
 ])
 def test_bad_config_fails_before_anything_is_built(field, value, match, tmp_path, monkeypatch):
   def no_build(*args, **kwargs):

@@ -265,6 +265,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
 
   if config.method.name == "ijepa":
     _check_ijepa(config)
+  cnn_pool = _get(config, "model.pool", "mean") if _get(config, "model.name", "") == "small_cnn" else None
+  if cnn_pool is not None and cnn_pool not in POOLS:
+    _fail("model.pool", cnn_pool, f"small_cnn pools with one of {POOLS}: 'mean' (global average) or "
+          "'flatten' (the last feature map as it is).")
   local = _get(config, "augment.num_local", 0)
   if local:
     if config.method.name not in MULTI_CROP_METHODS:
@@ -281,12 +285,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     if _get(config, "train.grad_cache_chunks", 0) > 1:
       _fail("train.grad_cache_chunks", config.train.grad_cache_chunks,
             "gradient caching covers two views; set it to 0 with multi-crop (augment.num_local).")
-    if _get(config, "model.name", "") == "small_cnn" and _get(config, "model.pool", "mean") == "flatten":
+    if cnn_pool == "flatten":
       _fail("model.pool", "flatten", "a flattened feature map is sized by the view, and multi-crop's "
             "local views are smaller; use model.pool='mean' with augment.num_local.")
-  if _get(config, "model.name", "") == "small_cnn" and _get(config, "model.pool", "mean") not in POOLS:
-    _fail("model.pool", config.model.pool, f"small_cnn pools with one of {POOLS}: 'mean' (global "
-          "average) or 'flatten' (the last feature map as it is).")
   seen = _get(config, "data.train_classes", 0)
   if seen < 0:
     _fail("data.train_classes", seen, "must be >= 0 (0: train on every class).")
