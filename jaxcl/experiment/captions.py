@@ -20,8 +20,6 @@ test image is a training image, so there is nothing for them to classify (nor an
 
 from __future__ import annotations
 
-import os
-import time
 from typing import Any, Callable
 
 import jax
@@ -117,9 +115,7 @@ class CaptionEvaluator(EvaluatorBase):
     e = self.config.eval
     if not e.final:
       return {}
-    self._is_main = is_main
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings = self._begin(is_main)
     found, _ = self.test_set()
     result = self._timed(timings, "trained/recall", self.scores, method, "trained")
     rows = {f"{self.config.method.name} (trained)": result}
@@ -129,14 +125,7 @@ class CaptionEvaluator(EvaluatorBase):
       result["random_init"] = self._timed(timings, "random init/recall", self.scores, fresh,
                                           "random init")
       rows["random init (same towers)"] = result["random_init"]
-    timings["total"] = round(time.perf_counter() - t0, 2)
-    result["eval_seconds"] = timings
-    table = evaluate.format_table(rows, column_titles=COLUMNS)
-    result["table"] = table
-    if is_main:
-      print(f"\n{self.config.data.name}: {len(found.image_ids)} {self.config.data.eval_split} images "
-            f"against {len(found.captions)} captions (evaluated in {timings['total']:.1f}s)\n"
-            f"{table}\n", flush=True)
-      with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(table + "\n")
-    return result
+    return self._finish(result, evaluate.format_table(rows, column_titles=COLUMNS), timings,
+                        what=f"{self.config.data.name}: {len(found.image_ids)} "
+                             f"{self.config.data.eval_split} images against {len(found.captions)} "
+                             "captions", workdir=workdir)

@@ -4,6 +4,7 @@ evaluation batch, and phases timed on one printed line each."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -32,3 +33,20 @@ class EvaluatorBase:
     if self._is_main:
       print(f"eval: {name}: {timings[name]:.1f}s", flush=True)
     return out
+
+  def _begin(self, is_main: bool) -> dict[str, float]:
+    """Starts the final evaluation's clock; returns the dict its phases' wall times go to."""
+    self._is_main, self._started = is_main, time.perf_counter()
+    return {}
+
+  def _finish(self, result: dict, table: str, timings: dict[str, float], *, what: str,
+              workdir: str) -> dict:
+    """Adds the total time and the table to ``result``; the main process prints them after ``what``
+    (the data evaluated on) and writes the table to ``workdir/results.md``."""
+    timings["total"] = round(time.perf_counter() - self._started, 2)
+    result["eval_seconds"], result["table"] = timings, table
+    if self._is_main:
+      print(f"\n{what} (evaluated in {timings['total']:.1f}s)\n{table}\n", flush=True)
+      with open(os.path.join(workdir, "results.md"), "w") as f:
+        f.write(table + "\n")
+    return result

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import time
 from typing import Any
 
 import jax
@@ -163,9 +162,7 @@ class SearchEvaluator(EvaluatorBase):
     e = self.config.eval
     if not e.final:
       return {}
-    self._is_main = is_main
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings = self._begin(is_main)
     split = self.search_set(self.config.data.eval_split)
     name = f"{self.config.method.name} (trained)"
     result = self._timed(timings, "trained/search", self.scores, method, split, "trained")
@@ -178,18 +175,11 @@ class SearchEvaluator(EvaluatorBase):
       result["bm25"] = self._timed(timings, "bm25/search", _bm25_scores, split)
       rows["random init (same towers)"] = result["random_init"]
       rows["BM25 (bm25s, k1=1.5, b=0.75)"] = result["bm25"]
-    timings["total"] = round(time.perf_counter() - t0, 2)
-    result["eval_seconds"] = timings
     table = evaluate.format_table({k: {c: v[c] for c in COLUMNS} for k, v in rows.items()},
                                   column_titles=COLUMNS)
-    result["table"] = table
-    if is_main:
-      print(f"\n{self.config.data.name}: {len(split.queries)} {split.split} queries against "
-            f"{len(split.corpus_ids)} documents (evaluated in {timings['total']:.1f}s)\n{table}\n",
-            flush=True)
-      with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(table + "\n")
-    return result
+    return self._finish(result, table, timings, workdir=workdir,
+                        what=f"{self.config.data.name}: {len(split.queries)} {split.split} queries "
+                             f"against {len(split.corpus_ids)} documents")
 
 
 def _metrics(rows: np.ndarray, split: SearchSet) -> dict[str, float]:

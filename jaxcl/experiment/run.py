@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import time
 from typing import Any
 
 import jax
@@ -293,9 +292,7 @@ class Evaluator(EvaluatorBase):
     e = self.config.eval
     if not e.final:
       return {}
-    self._is_main = is_main
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings = self._begin(is_main)
     train, test = self._timed(timings, "load splits", self.arrays)  # ~0 s if the monitor loaded them
     train_f, test_f = self._features(timings, "pretrained", method, train, test)
     out = self._score(timings, "pretrained", train_f, test_f, train, test)
@@ -320,8 +317,6 @@ class Evaluator(EvaluatorBase):
       result["random_init"], result["raw_pixels"] = rand, raw
       unseen["random_init"] = self._unseen(timings, "random init", *rand_f)
       unseen["raw_pixels"] = self._unseen(timings, raw_name, *raw_f)
-    timings["total"] = round(time.perf_counter() - t0, 2)
-    result["eval_seconds"] = timings
     table = evaluate.format_table(rows, column_titles={
         "knn": f"kNN (k={e.knn_k})", f"knn_k{e.get('knn_extra_k')}": f"kNN (k={e.get('knn_extra_k')})",
         "online_probe": "online probe"})
@@ -333,17 +328,13 @@ class Evaluator(EvaluatorBase):
                 + evaluate.format_table({names[k]: v for k, v in unseen.items()}, column_titles={
                     "r_precision": "R-precision", "map@r": "MAP@R",
                     **{f"recall@{q}": f"R@{q}" for q in (1, 2, 4, 8)}}))
-    result["table"] = table
-    if is_main:
-      print(f"\n{self.config.data.name}: {len(train[1])} train / {len(test[1])} test "
-            f"{'signals' if signals else 'images'} "
-            f"(evaluated in {timings['total']:.1f}s)\n{table}\n", flush=True)
-      with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(table + "\n")
-      if e.embedding_map:
-        report.plot_embedding_map(test_f, test[1], os.path.join(workdir, "tsne.png"),
-                                  class_names=list(self.info.class_names),
-                                  title=f"{self.config.method.name}: test embeddings")
+    self._finish(result, table, timings, workdir=workdir,
+                 what=f"{self.config.data.name}: {len(train[1])} train / {len(test[1])} test "
+                      f"{'signals' if signals else 'images'}")
+    if is_main and e.embedding_map:
+      report.plot_embedding_map(test_f, test[1], os.path.join(workdir, "tsne.png"),
+                                class_names=list(self.info.class_names),
+                                title=f"{self.config.method.name}: test embeddings")
     return result
 
 
