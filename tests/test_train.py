@@ -126,11 +126,11 @@ def test_cli_user_errors_are_one_line_messages(tmp_path, capsys):
 
 
 def test_readme_training_from_python_runs(tmp_path, monkeypatch):
-  """The README's "train without a config file" snippet, shrunk to 2 steps of 16 images."""
+  """The manual's "train without a config file" snippet, shrunk to 2 steps of 16 images."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  with open(os.path.join(root, "README.md")) as f:
+  with open(os.path.join(root, "docs", "architecture.md")) as f:
     readme = f.read()
-  start = readme.index("```python\n", readme.index("so a notebook can train without a config file"))
+  start = readme.index("```python\n", readme.index("a notebook that trains without a config file"))
   code = readme[start + len("```python\n"):readme.index("```", start + 10)]
   shrunk = (code.replace("steps, batch = 300, 256", "steps, batch = 2, 16")
             .replace('"configs/simclr_digits.py"', '"configs/simclr_digits.py", "smoke"')
@@ -138,7 +138,7 @@ def test_readme_training_from_python_runs(tmp_path, monkeypatch):
   assert shrunk.count(str(tmp_path)) == 2 and "steps, batch = 2, 16" in shrunk
   monkeypatch.chdir(root)
   namespace = {}
-  exec(compile(shrunk, "README.md", "exec"), namespace)  # noqa: S102
+  exec(compile(shrunk, "docs/architecture.md", "exec"), namespace)  # noqa: S102
   run = namespace["run"]
   assert int(run.state["step"]) == 2 and np.isfinite(run.metrics["loss"])
   images = np.zeros((8, 32, 32, 1), np.float32)
