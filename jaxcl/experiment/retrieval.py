@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxcl import data, evaluate
+from jaxcl import data, evaluate, models
 from jaxcl.evaluate import bm25, ranking
 from jaxcl.experiment.evaluator import EvaluatorBase
 from jaxcl.train import TrainSetup
@@ -70,7 +70,15 @@ def tokenizer(config: ml_collections.ConfigDict, workdir: str | None) -> Tokens:
   """The run's tokenizer: ``data.tokenizer``; else ``workdir/tokenizer.json``; else, for a run that
   starts from another one's weights (``train.init_checkpoint``), that run's tokenizer.json (its token
   ids are what the weights mean); else one trained on the training split and saved in the workdir by
-  process 0."""
+  process 0. A pretrained tower (``model.pretrained``) reads its folder's tokenizer.json: its token
+  ids are what the weights mean."""
+  if config.model.get("pretrained"):
+    folder = models.pretrained.read_folder(config.model.pretrained)
+    tok = data.text.load_tokenizer(folder.tokenizer_file)
+    if workdir is not None and jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      data.text.save_tokenizer(tok, os.path.join(workdir, data.text.dataset.TOKENIZER_FILE))
+    return _tokens(config, tok)
   init = config.train.get("init_checkpoint")
   if init and not config.data.get("tokenizer") and not (
       workdir and os.path.isfile(os.path.join(workdir, data.text.dataset.TOKENIZER_FILE))):
@@ -139,15 +147,27 @@ class SearchEvaluator(EvaluatorBase):
     return evaluate.extract_features(fn, tokens, batch_size=self.batch_size(), mesh=self.mesh,
                                      pixels=False, progress=progress)
 
-  def rank(self, method: nnx.Module, split: SearchSet, name: str | None = None) -> np.ndarray:
-    """Corpus rows [Q, TOP_K] of each query, best first, by cosine similarity of the towers."""
+  def rank(self, method: nnx.Module, split: SearchSet, name: str | None = None,
+           dims: tuple[int, ...] = ()) -> np.ndarray | dict[int, np.ndarray]:
+    """Corpus rows [Q, TOP_K] of each query, best first, by cosine similarity of the towers; with
+    ``dims``, ``{d: rows}`` ranked by the first d dimensions of the same embeddings (Matryoshka)."""
     bar = (lambda what: f"{name}: {what}") if name and self._is_main else (lambda what: None)
     docs = self.embed(method.encode_documents, split.corpus_tokens, bar("corpus"))
     queries = self.embed(method.encode_queries, split.query_tokens, bar("queries"))
+    if dims:  # cosine renormalises each prefix
+      return {d: ranking.top_k_search(queries[:, :d], docs[:, :d], TOP_K, similarity="cosine")[1]
+              for d in dims}
     return ranking.top_k_search(queries, docs, TOP_K, similarity="cosine")[1]
 
   def scores(self, method: nnx.Module, split: SearchSet, name: str | None = None) -> dict:
-    return _metrics(self.rank(method, split, name), split)
+    """Ranking metrics; a Matryoshka-trained method's also at each prefix (``"dims": {d: ...}``)."""
+    dims = tuple(getattr(method, "matryoshka_dims", ()) or ())
+    if not dims:
+      return _metrics(self.rank(method, split, name), split)
+    full = method.out_dim
+    rows = self.rank(method, split, name, dims=tuple(dict.fromkeys((full,) + dims)))
+    return dict(_metrics(rows[full], split),
+                dims={d: _metrics(rows[d], split) for d in sorted(dims, reverse=True)})
 
   def monitor(self, method: nnx.Module, probe: Any = None) -> dict[str, float]:
     """NDCG@10 and MRR@10 of the monitor split (validation when the dataset has it)."""
@@ -167,13 +187,21 @@ class SearchEvaluator(EvaluatorBase):
     name = f"{self.config.method.name} (trained)"
     result = self._timed(timings, "trained/search", self.scores, method, split, "trained")
     rows = {name: result}
+    for d, got in result.get("dims", {}).items():
+      rows[f"{self.config.method.name} (trained, first {d} dims)"] = got
     result = dict(result)
     if e.baselines:
       fresh = self.setup.method(self.setup.init_state())  # the towers the run started from
-      result["random_init"] = self._timed(timings, "random init/search", self.scores, fresh, split,
-                                          "random init")
+      if self.config.model.get("pretrained"):
+        start, label = "zero_shot", "pretrained, before fine-tuning (zero-shot)"
+      else:
+        start, label = "random_init", "random init (same towers)"
+      result[start] = self._timed(timings, f"{start}/search", self.scores, fresh, split,
+                                  start.replace("_", " "))
       result["bm25"] = self._timed(timings, "bm25/search", _bm25_scores, split)
-      rows["random init (same towers)"] = result["random_init"]
+      rows[label] = result[start]
+      for d, got in result[start].get("dims", {}).items():
+        rows[f"{label}, first {d} dims"] = got
       rows["BM25 (bm25s, k1=1.5, b=0.75)"] = result["bm25"]
     table = evaluate.format_table({k: {c: v[c] for c in COLUMNS} for k, v in rows.items()},
                                   column_titles=COLUMNS)

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxcl import data, evaluate, methods, report
+from jaxcl import data, evaluate, methods, models, report
 from jaxcl.experiment import captions, describe, retrieval, validation
 from jaxcl.experiment.evaluator import EvaluatorBase
 from jaxcl.train import Checkpointer, TrainSetup, checkpoint, fit, grad_cache, mesh, optim
@@ -53,10 +53,15 @@ def build_setup(config: ml_collections.ConfigDict, mesh_: jax.sharding.Mesh,
     probe = OnlineProbe(info.num_classes, image_shape=tuple(info.image_shape),
                         tx=optax.adam(config.eval.online_probe_lr),
                         views=config.eval.online_probe_views)
+  load = None
+  if config.model.get("pretrained"):  # the towers start from a checkpoint's weights
+    folder = models.pretrained.read_folder(config.model.pretrained)
+    load = functools.partial(models.pretrained.load_into, folder=folder)
   setup = TrainSetup(lambda rngs: create(rngs=rngs), mesh=mesh_, tx=tx, schedule=schedule,
                      seed=config.seed, total_steps=config.steps,
                      grad_cache_chunks=config.train.grad_cache_chunks, online_probe=probe,
-                     fsdp_min_size=config.train.fsdp_min_size if config.train.get("fsdp") else 0)
+                     fsdp_min_size=config.train.fsdp_min_size if config.train.get("fsdp") else 0,
+                     load_weights=load)
   chunks = config.train.grad_cache_chunks
   if chunks > 1 and not grad_cache.supports(setup.method_cls):
     raise ValueError(

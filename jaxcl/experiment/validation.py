@@ -9,6 +9,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
+from jaxcl.models import pretrained
 from jaxcl.models.small_cnn import POOLS
 from jaxcl.train import optim
 
@@ -129,9 +130,10 @@ def _check_ijepa(config: ml_collections.ConfigDict) -> None:
 def _check_text(config: ml_collections.ConfigDict, check_data: bool) -> None:
   """The text methods' fields: the tower, the negatives, the tokenizer's length, the dataset."""
   m, d = config.method, config.data
-  if _get(config, "model.name") != "text_transformer":
+  if _get(config, "model.name") not in ("text_transformer", "bert"):
     _fail("model.name", _get(config, "model.name"), "method 'retrieval' trains text towers; set "
-          "config.model = jaxcl.models.default_config('text_transformer').")
+          "config.model = jaxcl.models.default_config('text_transformer') (from scratch) or "
+          "default_config('bert') with model.pretrained (a pretrained folder).")
   if not m.temperature > 0:
     _fail("method.temperature", m.temperature, "must be > 0 (0.05 is usual for retrievers).")
   if m.num_negatives < 0:
@@ -140,10 +142,16 @@ def _check_text(config: ml_collections.ConfigDict, check_data: bool) -> None:
     _fail("method.projection_dim", m.projection_dim, "must be >= 0 (0: no projection).")
   if m.loss_block_size < 0:
     _fail("method.loss_block_size", m.loss_block_size, "must be >= 0 (0: the exact dense loss).")
-  if _get(config, "model.pool") not in ("mean", "cls"):
-    _fail("model.pool", config.model.pool, "a text tower pools with 'mean' or 'cls'.")
   if not isinstance(d.max_length, int) or d.max_length < 2:
     _fail("data.max_length", d.max_length, "tokens per text must be >= 2 ([CLS] and [SEP]).")
+  dims = tuple(m.get("matryoshka_dims", ()))
+  if dims and (len(set(dims)) != len(dims) or min(dims) < 1):
+    _fail("method.matryoshka_dims", dims, "give distinct positive prefix sizes, e.g. (384, 128, 64), "
+          "or () for none.")
+  if _get(config, "model.name") == "bert":
+    _check_pretrained(config)
+  elif _get(config, "model.pool") not in ("mean", "cls"):
+    _fail("model.pool", config.model.pool, "a text tower pools with 'mean' or 'cls'.")
   if not check_data:
     return
   from jaxcl import data  # pylint: disable=g-import-not-at-top
@@ -160,6 +168,32 @@ def _check_text(config: ml_collections.ConfigDict, check_data: bool) -> None:
           "use 'test' or 'validation'.")
   if info.corpus_size < 2:
     _fail("data.name", d.name, "the corpus has fewer than 2 documents; nothing can be ranked.")
+
+
+def _check_pretrained(config: ml_collections.ConfigDict) -> None:
+  """A BERT tower's folder (its JSON files, not its tensors) against the config."""
+  mc, d = config.model, config.data
+  if not mc.get("pretrained"):
+    _fail("model.pretrained", mc.get("pretrained"), "model.name='bert' starts from a pretrained "
+          "folder: set it to a Hugging Face or sentence-transformers model folder (config.json, "
+          "model.safetensors, tokenizer.json); jaxcl never downloads.")
+  if mc.get("pool") not in ("", "mean", "cls", "max"):
+    _fail("model.pool", mc.get("pool"), "a BERT tower pools with 'mean', 'cls' or 'max' ('' for "
+          "the folder's own pooling).")
+  if d.get("tokenizer"):
+    _fail("data.tokenizer", d.tokenizer, "a pretrained tower reads its folder's tokenizer.json (its "
+          "ids are what the weights mean); leave data.tokenizer unset.")
+  folder = pretrained.read_folder(mc.pretrained, field="config.model.pretrained")
+  positions = folder.config["max_position_embeddings"]
+  for field in ("max_length", "query_max_length"):
+    if (d.get(field) or 0) > positions:
+      _fail(f"data.{field}", d.get(field), f"{folder.path} has {positions} positions "
+            "(max_position_embeddings); use at most that many tokens.")
+  if config.method.get("projection_dim", 0) == 0:
+    dims = tuple(config.method.get("matryoshka_dims", ()))
+    if dims and max(dims) > folder.config["hidden_size"]:
+      _fail("method.matryoshka_dims", dims, f"the tower's embeddings have "
+            f"{folder.config['hidden_size']} dimensions; every prefix must be <= that.")
 
 
 def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_count: int = 1,

@@ -12,7 +12,8 @@ local mean: take ``jax.lax.pmean`` of it; the triplet miners take ``axis_name`` 
 ``cpc_infonce`` (and its ``cpc_accuracy``) take sequences: predictions [B, S, K, D] and latents [B, S, D].
 ``dino_loss`` takes views of prototype logits: student [Vs, N, K], teacher [Vt, N, K] and the centre [K].
 ``retrieval_infonce`` takes queries, positives [n, D] and hard negatives [n, H, D].
-``jepa_loss`` takes I-JEPA's patch predictions [b, M, N, D], targets [b, N, D] and block masks [b, M, N].
+``matryoshka(loss_fn, dims)`` sums any of them over renormalised embedding prefixes (Kusupati et al.
+2022). ``jepa_loss`` takes I-JEPA's patch predictions [b, M, N, D], targets [b, N, D] and block masks [b, M, N].
 ``two_view_loss(name_or_path, kwargs)`` (``jaxcl.losses.registry``) turns any of them, or a user's own
 loss, into the two-view objective that a method is given by config (``method.loss``).
 
@@ -42,6 +43,8 @@ from jaxcl.losses.supervised import supcon
 # The loss plug-in of the two-view methods (losses by name or by "module:function" path).
 from jaxcl.losses.registry import NAMES as TWO_VIEW_LOSSES  # noqa: F401
 from jaxcl.losses.registry import two_view_loss  # noqa: F401
+# A wrapper of any loss over embedding prefixes (Matryoshka), not an objective of its own.
+from jaxcl.losses.matryoshka import matryoshka  # noqa: F401
 
 __all__ = [
     "alignment",

@@ -6,10 +6,13 @@ The batch is a text dataset's tokenized pairs (``jaxcl.data.text.pairs_iterator`
 ``negative_ids`` [b, H, L] with ``negative_valid``. Each query is scored against every positive and
 every hard negative of the global batch on every device (``jaxcl.losses.retrieval_infonce``); rows
 whose positives are one document are not each other's negatives. The towers are
-``jaxcl.models.TextTransformer`` (bidirectional), shared or separate, with mean or [CLS] pooling and an
-optional linear projection; the tower's size and pooling are the ``model`` section
-(``jaxcl.models.default_config("text_transformer")``); embeddings are compared by cosine similarity / temperature, the
-temperature fixed or learned.
+``jaxcl.models.TextTransformer`` (bidirectional) or a pretrained ``jaxcl.models.BertEncoder``
+(``model.name='bert'``, ``model.pretrained=DIR``: MiniLM, BGE, E5; its weights are loaded after init by
+``jaxcl.models.pretrained.load_into``), shared or separate, with mean or [CLS] pooling and an optional
+linear projection; the tower is the ``model`` section (``jaxcl.models.default_config``); embeddings
+are compared by cosine similarity / temperature, the temperature fixed or learned (MNRL's scale 20 is
+temperature 0.05). ``method.matryoshka_dims`` sums the loss over renormalised embedding prefixes
+(Kusupati et al. 2022; ``jaxcl.losses.matryoshka``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import ml_collections
 from flax import nnx
 
 from jaxcl import losses, models
+from jaxcl.losses.matryoshka import check_dims
 from jaxcl.methods.base import Method
 
 POOLS = ("mean", "cls")
+BERT_POOLS = ("", "mean", "cls", "max")  # "": the pretrained folder's own pooling
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -39,6 +44,7 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.num_negatives = 0    # hard negatives per query read from the data's `negatives` (0: in-batch only)
   cfg.mask_shared_positives = True  # rows with the same positive document are not negatives of each other
   cfg.loss_block_size = 0  # > 0: the memory-linear ring loss with this block size (no masks)
+  cfg.matryoshka_dims = ()  # e.g. (384, 128, 64): the loss summed over these embedding prefixes
   return cfg
 
 
@@ -48,30 +54,31 @@ class Retrieval(Method):
   def __init__(self, config: ml_collections.ConfigDict, *, vocab_size: int, pad_id: int,
                rngs: nnx.Rngs):
     m, mc = config.method, config.model
-    if mc.name != "text_transformer":
-      raise ValueError(f"method.name='retrieval' needs model.name='text_transformer', got "
+    if mc.name not in models.TEXT_ENCODERS:
+      raise ValueError(f"method.name='retrieval' needs model.name in {models.TEXT_ENCODERS}, got "
                        f"{mc.name!r}.")
-    if mc.pool not in POOLS:
-      raise ValueError(f"model.pool={mc.pool!r}: use one of {POOLS}.")
+    if mc.pool not in (BERT_POOLS if mc.name == "bert" else POOLS):
+      raise ValueError(f"model.pool={mc.pool!r}: use one of "
+                       f"{BERT_POOLS if mc.name == 'bert' else POOLS}.")
     if m.temperature <= 0:
       raise ValueError(f"method.temperature={m.temperature}: must be > 0.")
     if m.num_negatives < 0:
       raise ValueError(f"method.num_negatives={m.num_negatives}: must be >= 0.")
     dt = models.dtypes(mc)
-    tower = lambda: models.TextTransformer(  # noqa: E731
-        vocab_size=vocab_size, max_len=int(config.data.max_length), width=mc.width, depth=mc.depth,
-        heads=mc.heads, mlp_ratio=mc.mlp_ratio, causal=False, pool=mc.pool, pad_id=pad_id,
-        position_embedding=mc.get("position_embedding", True), rngs=rngs, **dt)
+    tower = lambda: models.create_text_tower(  # noqa: E731
+        mc, vocab_size=vocab_size, max_len=int(config.data.max_length), pad_id=pad_id, rngs=rngs)
     self.query_tower = tower()
     self.doc_tower = self.query_tower if m.shared_towers else tower()
-    self.proj = (nnx.Linear(mc.width, m.projection_dim, use_bias=False, rngs=rngs, **dt)
-                 if m.projection_dim else None)
+    self.proj = (nnx.Linear(self.query_tower.out_dim, m.projection_dim, use_bias=False, rngs=rngs,
+                            **dt) if m.projection_dim else None)
     self.log_scale = nnx.Param(jnp.asarray(math.log(1.0 / m.temperature), jnp.float32))
     self.learn_temperature = bool(m.learn_temperature)
     self.symmetric = bool(m.symmetric)
     self.num_negatives = int(m.num_negatives)
     self.mask_shared = bool(m.mask_shared_positives) and not m.loss_block_size
     self.block_size = int(m.loss_block_size) or None
+    dims = tuple(m.get("matryoshka_dims", ()))
+    self.matryoshka_dims = check_dims(dims, self.out_dim) if dims else ()
 
   @property
   def out_dim(self) -> int:
@@ -114,9 +121,12 @@ class Retrieval(Method):
       if self.num_negatives:
         masks["negatives_valid"] = batch["negative_valid"]
     t = self.temperature()
-    loss = losses.retrieval_infonce(emb["query"], emb["positive"], emb.get("negatives"),
-                                    temperature=t, symmetric=self.symmetric, axis_name=axis_name,
-                                    block_size=self.block_size, **masks)
+    loss_fn = losses.retrieval_infonce
+    if self.matryoshka_dims:
+      loss_fn = losses.matryoshka(loss_fn, self.matryoshka_dims)
+    loss = loss_fn(emb["query"], emb["positive"], emb.get("negatives"), temperature=t,
+                   symmetric=self.symmetric, axis_name=axis_name, block_size=self.block_size,
+                   **masks)
     q, p = (jax.lax.stop_gradient(emb[k]) for k in ("query", "positive"))
     return loss, {"in_batch_top1": losses.positive_top1(q, p, axis_name=axis_name),
                   "temperature": t, "embedding_std": losses.embedding_std(q, axis_name=axis_name)}

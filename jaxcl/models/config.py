@@ -7,12 +7,14 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from jaxcl.models import pretrained
 from jaxcl.models.resnet import ResNet
 from jaxcl.models.small_cnn import SmallCNN
+from jaxcl.models.text import TextTransformer
 from jaxcl.models.vit import _VIT_SIZES, ViT
 
 ENCODERS = ("small_cnn", "resnet18", "resnet34", "resnet50", "vit_tiny", "vit_small", "vit_base")
-TEXT_ENCODERS = ("text_transformer",)  # the towers of text methods (method.name='retrieval')
+TEXT_ENCODERS = ("text_transformer", "bert")  # the towers of text methods (method.name='retrieval')
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -31,7 +33,8 @@ def default_config(encoder: str = "small_cnn") -> ml_collections.ConfigDict:
     A ConfigDict with ``name``, ``dtype`` (compute) and ``param_dtype`` ("float32" | "bfloat16"), and
     the encoder's own fields (ResNet: stem, width_multiplier, zero_init_residual; ViT: image_size,
     patch_size, pool, mlp_ratio, and width, depth, heads, which default to the size the name gives;
-    SmallCNN: widths, strides, pool; text_transformer: width, depth, heads, mlp_ratio, pool).
+    SmallCNN: widths, strides, pool; text_transformer: width, depth, heads, mlp_ratio, pool; bert:
+    pretrained, the model folder whose config.json sizes the tower, and pool, '' for the folder's).
   """
   _check_name(encoder)
   cfg = ml_collections.ConfigDict()
@@ -48,6 +51,9 @@ def default_config(encoder: str = "small_cnn") -> ml_collections.ConfigDict:
     cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio = 128, 2, 4, 4.0
     cfg.pool = "mean"  # "mean" over real tokens | "cls": the first token's output
     cfg.position_embedding = True  # False with depth 0: a bag of tokens
+  elif encoder == "bert":
+    cfg.pretrained = ""  # a Hugging Face / sentence-transformers folder (required)
+    cfg.pool = ""        # "" the folder's (1_Pooling; mean without one) | "mean" | "cls" | "max"
   elif encoder.startswith("resnet"):
     cfg.stem = "imagenet"
     cfg.width_multiplier = 1.0
@@ -108,6 +114,35 @@ def create_encoder(
   width, depth, heads = cfg.get("width", width), cfg.get("depth", depth), cfg.get("heads", heads)
   return ViT(image_size=image_size or cfg.image_size, patch_size=cfg.patch_size, width=width,
              depth=depth, heads=heads, mlp_ratio=cfg.mlp_ratio, pool=cfg.pool, **kw)
+
+
+def create_text_tower(cfg: ml_collections.ConfigDict, *, vocab_size: int, max_len: int, pad_id: int,
+                      rngs: nnx.Rngs) -> nnx.Module:
+  """The text tower ``cfg`` (a text ``model`` config) describes: bidirectional ``TextTransformer``, or
+  ``BertEncoder`` sized by ``cfg.pretrained``'s config.json (its weights are loaded after init by
+  ``pretrained.load_into``).
+
+  Args:
+    cfg: the ``model`` config (``name`` in ``TEXT_ENCODERS``).
+    vocab_size: the tokenizer's vocabulary (a BERT checkpoint's must hold every id).
+    max_len: longest token sequence.
+    pad_id: the tokenizer's padding id.
+    rngs: initialisation keys.
+
+  Returns:
+    An ``nnx.Module`` called as ``tower(ids [B, T]) -> float32 [B, tower.out_dim]``.
+  """
+  if cfg.name == "bert":
+    folder = pretrained.read_folder(cfg.pretrained)
+    if vocab_size > folder.config["vocab_size"]:
+      raise ValueError(f"the tokenizer has {vocab_size} ids but {folder.path}/config.json has "
+                       f"vocab_size={folder.config['vocab_size']}; use the folder's own tokenizer.")
+    return pretrained.build_tower(folder, rngs=rngs, pool=cfg.get("pool") or None, pad_id=pad_id,
+                                  **dtypes(cfg))
+  return TextTransformer(
+      vocab_size=vocab_size, max_len=max_len, width=cfg.width, depth=cfg.depth, heads=cfg.heads,
+      mlp_ratio=cfg.mlp_ratio, causal=False, pool=cfg.pool, pad_id=pad_id,
+      position_embedding=cfg.get("position_embedding", True), rngs=rngs, **dtypes(cfg))
 
 
 def count_params(module: nnx.Module) -> int:

@@ -55,13 +55,18 @@ class TrainSetup:
     fsdp_min_size: > 0 turns on FSDP: parameters, optimizer state and the method's other state
       (EMA targets) of at least this many elements are split over the data axis along their largest
       divisible dimension (``mesh.fsdp_spec``); 0 keeps them replicated.
+    load_weights: ``method -> None``, run on the initialised method to set weights read from disk
+      (a pretrained checkpoint, ``jaxcl.models.pretrained.load_into``) before ``init_state``
+      returns; the arrays then go to their shardings. None: the random init stays.
   """
 
   def __init__(self, create_method: Callable[[nnx.Rngs], nnx.Module], *, mesh: jax.sharding.Mesh,
                tx: optax.GradientTransformation, schedule: optax.Schedule, seed: int,
                total_steps: int, grad_cache_chunks: int = 0,
-               online_probe: OnlineProbe | None = None, fsdp_min_size: int = 0):
+               online_probe: OnlineProbe | None = None, fsdp_min_size: int = 0,
+               load_weights: Callable[[nnx.Module], Any] | None = None):
     self.mesh, self.tx, self.schedule = mesh, tx, schedule
+    self.load_weights = load_weights
     self.fsdp = fsdp_min_size > 0
     self.online_probe = online_probe
     self.total_steps, self.grad_cache_chunks = total_steps, grad_cache_chunks
@@ -116,8 +121,18 @@ class TrainSetup:
     random-number kernels takes longer than running them (SmallCNN: 3.9 s -> 0.8 s to compile;
     ResNet-50: 9.3 s -> 4.6 s to compile, 0.3 s -> 1.9 s to run).
     """
-    return jax.jit(self._init, out_shardings=self.shardings,
-                   compiler_options={"xla_backend_optimization_level": 0})()
+    state = jax.jit(self._init, out_shardings=self.shardings,
+                    compiler_options={"xla_backend_optimization_level": 0})()
+    if self.load_weights is None:
+      return state
+    # Weights read from disk are host arrays: set them on the merged method, then place each where
+    # its sharding says (optimizer moments start at zero whatever the weights are).
+    method = nnx.merge(self.graphdef, state["params"], state["sharded"], state["rest"])
+    self.load_weights(method)
+    _, p, s, r = nnx.split(method, self.trainable, mesh_lib.SHARDED_VARIABLES, ...)
+    placed = jax.device_put({"params": p, "sharded": s, "rest": r},
+                            {k: self.shardings[k] for k in ("params", "sharded", "rest")})
+    return dict(state, **placed)
 
   def method(self, state: dict) -> nnx.Module:
     """The method module holding ``state``'s arrays (for evaluation and export; with FSDP, gathered
