@@ -409,7 +409,7 @@ def write_index(results: str = RESULTS) -> str:
   tables = {}
   for name in TABLES:
     table = render(name, results)
-    if table is not None and table not in tables.values():
+    if table is not None:
       tables[name] = table
   pictures = [(png, os.path.splitext(os.path.basename(png))[0])
               for png in sorted(glob.glob(os.path.join(results, "*.png"))) if "_quick" not in png]
