@@ -83,3 +83,11 @@ def test_index_page_gathers_every_table(tmp_path):
       assert f"<h2>{name}</h2>" in page, name
   committed = open(os.path.join(report.RESULTS, "index.html"), encoding="utf-8").read()
   assert committed == page, "benchmarks/results/index.html is stale: run python benchmarks/report.py"
+
+
+def test_ci_runs_the_readme_test_command():
+  readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+  command = next(line for line in readme.splitlines() if "pytest" in line and line.startswith("python3"))
+  install, test = command.split(" && ")
+  ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read().splitlines()
+  assert f"{install} || exit 1" in ci and test in ci, f".ci/run does not run the README's {command!r}"
