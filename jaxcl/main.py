@@ -7,9 +7,11 @@
   jaxcl prepare-data --from_captions captions.jsonl --name NAME [--image_size 64]   (CLIP captions)
   jaxcl mine --workdir runs/retrieval --name stdlib_code_mined [--num_negatives 4 --margin 0.95]
   jaxcl mine --by bm25 --config configs/retrieval_stdlib_code.py --name stdlib_code_bm25
+  jaxcl mine --config configs/finetune_minilm_stdlib_code.py --config.model.pretrained=DIR --name N
   jaxcl embed --workdir runs/retrieval [--input corpus.jsonl] [--index DIR]
   jaxcl search --workdir runs/retrieval "remove a directory tree" [--k 10] [--query_file F]
   jaxcl search --workdir runs/simclr_digits --image digit.png          (an image run's neighbours)
+  jaxcl export --workdir runs/minilm --out DIR     (a fine-tuned BERT as a sentence-transformers folder)
   jaxcl show-views --config configs/simclr_digits.py --out views.png
   jaxcl config --config configs/simclr_digits.py [--config.steps=500]   (every field, explained)
   jaxcl <command> --help          jaxcl --version
@@ -29,7 +31,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-COMMANDS = ("train", "eval", "prepare-data", "show-views", "config", "mine", "embed", "search")
+COMMANDS = ("train", "eval", "prepare-data", "show-views", "config", "mine", "embed", "search",
+            "export")
 _MULTI_HOST = ("coordinator_address", "num_processes", "process_id", "distributed")
 # The flags each command reads (what `jaxcl <command> --help` lists).
 COMMAND_FLAGS = {
@@ -42,6 +45,7 @@ COMMAND_FLAGS = {
     "mine": ("workdir", "name", "by", "num_negatives", "top_k", "skip", "margin", "step", "config"),
     "embed": ("workdir", "input", "index", "overwrite", "step", "config"),
     "search": ("workdir", "k", "query_file", "image", "index", "exact", "step", "config"),
+    "export": ("workdir", "out", "overwrite", "step", "config"),
 }
 USAGE = __doc__
 
@@ -51,7 +55,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "--config.field=value.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, pictures.")
 _STEP = flags.DEFINE_integer("step", None, "eval: checkpoint step (default: the latest).")
-_OUT = flags.DEFINE_string("out", "views.png", "show-views: output PNG.")
+_OUT = flags.DEFINE_string("out", None, "show-views: output PNG (default views.png); export: the "
+                           "sentence-transformers folder to write.")
 _NUM_VIEWS = flags.DEFINE_integer("num_views", 6, "show-views: views per image.")
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 8, "show-views: images shown.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "prepare-data: TFDS data directory.")
@@ -88,7 +93,8 @@ _INPUT = flags.DEFINE_string("input", None, "embed: a corpus file (.jsonl/.csv/.
                              "and text) to embed instead of the run's dataset corpus.")
 _INDEX = flags.DEFINE_string("index", None, "embed / search: the index folder (default: "
                              "<workdir>/index).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "embed: replace an existing index.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "embed / export: replace an existing index / "
+                               "folder.")
 _K = flags.DEFINE_integer("k", 10, "search: results per query.")
 _QUERY_FILE = flags.DEFINE_string("query_file", None, "search: a file of queries, one per line.")
 _IMAGE = flags.DEFINE_multi_string("image", [], "search (image runs): an image file to find the "
@@ -203,8 +209,8 @@ def _run_config(command: str):
 def _mine() -> None:
   if not _NAME.value:
     _usage_error("mine needs --name NAME: the new dataset the mined negatives are stored in.")
-  if _BY.value == "bm25" and _CONFIG.value is not None and not _WORKDIR.value:
-    config = _CONFIG.value  # BM25 needs the data, not a run
+  if _CONFIG.value is not None and not _WORKDIR.value:
+    config = _CONFIG.value  # BM25 or a pretrained model (model.pretrained) needs no run
   else:
     config = _run_config("mine")
   from jaxcl.experiment import serve  # pylint: disable=g-import-not-at-top
@@ -224,6 +230,18 @@ def _embed() -> None:
   found = serve.embed(config, _WORKDIR.value, out=_INDEX.value, input_path=_INPUT.value,
                       step=_STEP.value, overwrite=_OVERWRITE.value)
   print(f"{found.count} embeddings ({found.dim}-d) written to {found.path}")
+
+
+def _export() -> None:
+  config = _run_config("export")
+  if not _OUT.value:
+    _usage_error("export needs --out DIR: the sentence-transformers folder to write.")
+  from jaxcl.experiment import export  # pylint: disable=g-import-not-at-top
+  path = export.export_run(config, _WORKDIR.value, _OUT.value, step=_STEP.value,
+                           overwrite=_OVERWRITE.value)
+  print(f"wrote {path}: load it with SentenceTransformer({path!r}), "
+        f"transformers.AutoModel.from_pretrained({path!r}), or jaxcl's "
+        f"--config.model.pretrained={path}")
 
 
 def _read_images(paths: list[str], config) -> "np.ndarray":
@@ -351,7 +369,8 @@ def _show_views() -> None:
   config = _CONFIG.value
   images, _ = data.load_arrays(config.data, config.data.eval_split)
   path = preview.save_view_grid(augment.make_recipe(config.augment), images[:_NUM_IMAGES.value],
-                                _OUT.value, num_views=_NUM_VIEWS.value, seed=config.seed)
+                                _OUT.value or "views.png", num_views=_NUM_VIEWS.value,
+                                seed=config.seed)
   print(path)
 
 
@@ -402,7 +421,7 @@ def run(argv: list[str] | None = None) -> None:
       _search(positional)
     else:
       {"train": _train, "eval": _eval, "show-views": _show_views, "config": _print_config,
-       "mine": _mine, "embed": _embed}[command]()
+       "mine": _mine, "embed": _embed, "export": _export}[command]()
   except KeyboardInterrupt:
     if os.environ.get("JAXCL_TRACEBACK"):
       raise

@@ -16,6 +16,7 @@ LAYERS = (
     ("methods",),
     ("report",),
     ("evaluate", "train"),
+    ("serve",),
     ("experiment",),
     ("main",),
     ("__main__",),

@@ -369,6 +369,13 @@ def restore_method(config: ml_collections.ConfigDict, workdir: str, *, step: int
   return setup.method(state), evaluator, meta, state
 
 
+def initial_method(config: ml_collections.ConfigDict):
+  """``(method, evaluator)`` as a run starts: a pretrained tower's weights (``model.pretrained``), else
+  the random init; no workdir is read or written."""
+  setup, evaluator, _ = _prepare(config, None)
+  return setup.method(setup.init_state()), evaluator
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, *,
                         step: int | None = None) -> dict[str, Any]:
   """``jaxcl eval``: kNN + linear probe (and baselines) of a checkpoint in ``workdir``.

@@ -67,9 +67,14 @@ def mine(config: ml_collections.ConfigDict, workdir: str | None, *, name: str,
                                      **select)
     step_done, miner = -1, "BM25"
   else:
-    if workdir is None:
-      raise ValueError("jaxcl mine --by model needs --workdir (the run whose towers rank the corpus).")
-    method, evaluator, meta, _ = run.restore_method(config, workdir, step=step)
+    if workdir is None and not config.model.get("pretrained"):
+      raise ValueError("jaxcl mine --by model needs --workdir (the run whose towers rank the corpus), "
+                       "or --config with model.pretrained (a pretrained model ranks it).")
+    if workdir is None:  # the pretrained towers, before any jaxcl training
+      method, evaluator = run.initial_method(config)
+      meta = {}
+    else:
+      method, evaluator, meta, _ = run.restore_method(config, workdir, step=step)
     tokens = evaluator.tokens
     docs = evaluator.embed(method.encode_documents, tokens.encoder(corpus[1])[0], "mine: corpus")
     queries = evaluator.embed(method.encode_queries, tokens.query_encoder(train.queries)[0],
@@ -78,7 +83,8 @@ def mine(config: ml_collections.ConfigDict, workdir: str | None, *, name: str,
                                        mesh=evaluator.mesh if jax.device_count() > 1 else None,
                                        **select)
     step_done = int(meta.get("step", -1))
-    miner = f"the run in {os.path.abspath(workdir)} at step {step_done}"
+    miner = (f"the run in {os.path.abspath(workdir)} at step {step_done}" if workdir else
+             f"the pretrained model in {config.model.pretrained}")
   path = data.text.write_negatives(
       d, mined.for_rows(train.row_query), name=name,
       source=f"{d.name} with hard negatives mined by {miner} (top_k={top_k}, skip={skip}, "
