@@ -160,9 +160,14 @@ def _train() -> None:
   _check_workdir(_WORKDIR.value)
   _start_distributed()
   from jaxcl import experiment  # pylint: disable=g-import-not-at-top
-  from jaxcl.train import preemption  # pylint: disable=g-import-not-at-top
+  from jaxcl.train import lock, preemption  # pylint: disable=g-import-not-at-top
   try:
     experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except lock.WorkdirLocked as err:
+    if os.environ.get("JAXCL_TRACEBACK"):
+      raise
+    print(f"jaxcl train: {err}", file=sys.stderr)
+    sys.exit(lock.LOCKED_EXIT_CODE)
   except preemption.Preempted as err:
     if os.environ.get("JAXCL_TRACEBACK"):
       raise

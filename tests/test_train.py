@@ -59,6 +59,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
   assert stopped["step"] == 2
   resumed = experiment.train_and_evaluate(smoke_config(**overrides), parts)
   assert resumed["step"] == 4
+  assert not os.path.exists(os.path.join(parts, "train.lock"))  # released at each run's end
   a, b = final_state(whole), final_state(parts)
   assert int(a["step"]) == int(b["step"]) == 4
   flat_a, flat_b = jax.tree.leaves(a), jax.tree.leaves(b)
@@ -83,6 +84,7 @@ def _exploding(**kw):
 def test_divergence_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
   with pytest.raises(train.NonFiniteError, match=r"step 2 .*last good checkpoint is step 1"):
     experiment.train_and_evaluate(_exploding(), str(tmp_path))
+  assert not os.path.exists(os.path.join(str(tmp_path), "train.lock"))  # released on the error
   ckpt = checkpoint.Checkpointer(os.path.join(str(tmp_path), "checkpoints"))
   assert ckpt.all_steps() == [1]
   state = ckpt.restore_arrays()

@@ -23,7 +23,7 @@ from flax import nnx
 from jaxcl import data, evaluate, methods, models, report
 from jaxcl.experiment import captions, describe, retrieval, validation
 from jaxcl.experiment.evaluator import EvaluatorBase
-from jaxcl.train import Checkpointer, TrainSetup, checkpoint, fit, grad_cache, mesh, optim
+from jaxcl.train import Checkpointer, TrainSetup, checkpoint, fit, grad_cache, lock, mesh, optim
 from jaxcl.train.online_probe import OnlineProbe
 from jaxcl.train.preemption import Preempted
 
@@ -104,13 +104,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Args:
     config: the experiment config (``configs/*.py``); validated before anything is compiled.
     workdir: where checkpoints, metrics, pictures and the exported encoder go. A workdir holding a
-      checkpoint resumes from its newest complete one and continues exactly.
+      checkpoint resumes from its newest complete one and continues exactly. The run holds
+      ``<workdir>/train.lock`` while it runs (``jaxcl.train.lock``).
 
   Returns:
     Final metrics: ``{"step", "loss", "knn", "linear", "random_init": {...}, "raw_pixels": {...},
     "train_seconds", "images_per_second", ...}``.
+
+  Raises:
+    jaxcl.train.lock.WorkdirLocked: another live run holds ``workdir``.
   """
   workdir = os.path.abspath(workdir)
+  with lock.hold_workdir(workdir):  # one writer per workdir; released on errors too
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   t = config.train
   setup, evaluator, make_iterator = _prepare(config, workdir)
   is_main = jax.process_index() == 0
