@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -124,14 +123,12 @@ def test_without_flock_the_recorded_pid_and_its_start_time_decide(tmp_path, monk
 
 def test_jaxcl_train_on_a_held_workdir_stops_at_once_in_one_line(holder):
   proc, workdir = holder
-  start = time.perf_counter()
   out = subprocess.run([sys.executable, "-m", "jaxcl", "train",
                         f"--config={os.path.join(ROOT, 'configs', 'simclr_digits.py')}:smoke",
                         f"--workdir={workdir}"], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": ROOT})
-  seconds = time.perf_counter() - start
   assert out.returncode == lock_lib.LOCKED_EXIT_CODE, out.stderr
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and f"pid {proc.pid}" in lines[0] and "holder script" in lines[0], lines
-  assert not (workdir / "checkpoints").exists()  # nothing written
-  assert seconds < 60  # before any compilation (generous: a loaded 2-core machine)
+  # Stopped before the config was even validated and written (train_and_evaluate's first act).
+  assert sorted(p.name for p in workdir.iterdir()) == [lock_lib.LOCK_NAME]
