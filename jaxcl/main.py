@@ -31,6 +31,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
+from jaxcl import extras
+
 COMMANDS = ("train", "eval", "prepare-data", "show-views", "config", "mine", "embed", "search",
             "export")
 _MULTI_HOST = ("coordinator_address", "num_processes", "process_id", "distributed")
@@ -218,10 +220,14 @@ def _mine() -> None:
     config = _CONFIG.value  # BM25 or a pretrained model (model.pretrained) needs no run
   else:
     config = _run_config("mine")
-  from jaxcl.experiment import serve  # pylint: disable=g-import-not-at-top
-  out = serve.mine(config, _WORKDIR.value, name=_NAME.value, num_negatives=_NUM_NEGATIVES.value,
-                   top_k=_TOP_K.value, skip=_SKIP.value, margin=_MARGIN.value or None,
-                   step=_STEP.value, by=_BY.value)
+  from jaxcl import experiment  # pylint: disable=g-import-not-at-top
+  from jaxcl.serve import commands  # pylint: disable=g-import-not-at-top
+  encoders = (experiment.restore_encoders(config, _WORKDIR.value or None, step=_STEP.value,
+                                          text_for="jaxcl mine")
+              if _BY.value == "model" else None)
+  out = commands.mine(config.data, encoders, name=_NAME.value, num_negatives=_NUM_NEGATIVES.value,
+                      top_k=_TOP_K.value, skip=_SKIP.value, margin=_MARGIN.value or None,
+                      by=_BY.value)
   print(f"{_NAME.value}: {out['negatives_per_query']:.2f} negatives for each of {out['queries']} "
         f"training queries (dropped {out['dropped_positives']} known positives and "
         f"{out['dropped_margin']} candidates above the margin); prepared in {out['path']}.\n"
@@ -231,9 +237,11 @@ def _mine() -> None:
 
 def _embed() -> None:
   config = _run_config("embed")
-  from jaxcl.experiment import serve  # pylint: disable=g-import-not-at-top
-  found = serve.embed(config, _WORKDIR.value, out=_INDEX.value, input_path=_INPUT.value,
-                      step=_STEP.value, overwrite=_OVERWRITE.value)
+  from jaxcl import experiment  # pylint: disable=g-import-not-at-top
+  from jaxcl.serve import commands  # pylint: disable=g-import-not-at-top
+  encoders = experiment.restore_encoders(config, _WORKDIR.value, step=_STEP.value)
+  found = commands.embed(encoders, config.data, out=_INDEX.value, input_path=_INPUT.value,
+                         overwrite=_OVERWRITE.value)
   print(f"{found.count} embeddings ({found.dim}-d) written to {found.path}")
 
 
@@ -272,12 +280,13 @@ def _search(queries: list[str]) -> None:
   if _QUERY_FILE.value:
     with open(_QUERY_FILE.value, encoding="utf-8") as f:
       queries = queries + [line.strip() for line in f if line.strip()]
-  from jaxcl.experiment import serve  # pylint: disable=g-import-not-at-top
+  from jaxcl import experiment  # pylint: disable=g-import-not-at-top
+  from jaxcl.serve import commands  # pylint: disable=g-import-not-at-top
   images = _read_images(_IMAGE.value, config) if _IMAGE.value else None
-  found = serve.load_search_index(_WORKDIR.value, _INDEX.value)  # read once: search and texts
-  results = serve.search(config, _WORKDIR.value, queries, images=images, k=_K.value,
-                         exact=_EXACT.value, step=_STEP.value, found=found)
-  texts = serve.document_texts(config, found)
+  found = commands.load_search_index(_WORKDIR.value, _INDEX.value)  # read once: search and texts
+  encoders = experiment.restore_encoders(config, _WORKDIR.value, step=_STEP.value)
+  results = commands.search(encoders, found, queries, images=images, k=_K.value, exact=_EXACT.value)
+  texts = commands.document_texts(config.data, found, [i for hits in results for i, _ in hits])
   for query, hits in zip(queries or _IMAGE.value, results):
     print(f"\n{query}")
     for rank, (doc_id, score) in enumerate(hits, 1):
@@ -435,6 +444,11 @@ def run(argv: list[str] | None = None) -> None:
     print(f"jaxcl {command}: interrupted (Ctrl-C); {kept}. Run the same command again to "
           f"{'resume' if command == 'train' else 'start over'}.", file=sys.stderr)
     sys.exit(130)
+  except extras.MissingExtra as err:
+    if os.environ.get("JAXCL_TRACEBACK"):
+      raise
+    print(f"jaxcl {command}: {err}", file=sys.stderr)  # one line: what needs it, what to install
+    sys.exit(1)
   except ModuleNotFoundError as err:
     if os.environ.get("JAXCL_TRACEBACK") or command != "prepare-data":
       raise

@@ -12,6 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "jaxcl"
 
 # Bottom to top; a package may import packages of lower layers only (and itself).
 LAYERS = (
+    ("extras",),
     ("losses", "augment", "models", "data"),
     ("methods",),
     ("report",),

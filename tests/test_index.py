@@ -1,6 +1,5 @@
 """The on-disk embedding index: atomic writes, checked reads, exact (sharded too) and ANN search."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxcl.evaluate import ranking
-from jaxcl.evaluate.index import IndexWriter, load_index
+from jaxcl.serve import IndexWriter, load_index
 
 
 def _write(path, embeddings, *, shard_size=7, ids=None, **kwargs):
@@ -249,7 +248,6 @@ def test_approximate_search_without_usearch_says_how_to_install(tmp_path, monkey
     load_index(tmp_path / "ix").search(np.eye(3, dtype=np.float32), 1, exact=False)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("usearch") is None, reason="usearch not installed")
 def test_approximate_search_recall_at_10(tmp_path):
   rng = np.random.default_rng(3)
   corpus = rng.normal(size=(2000, 32)).astype(np.float32)
@@ -259,7 +257,7 @@ def test_approximate_search_recall_at_10(tmp_path):
   _, _, exact = index.search(queries, 10)
   scores, ids, approx = index.search(queries, 10, exact=False)
   recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.tolist(), exact.tolist())])
-  assert recall >= 0.9, recall
+  assert recall >= 0.99, recall  # what the manual says
   assert ids == [[f"doc-{r}" for r in row] for row in approx.tolist()]
   cosine = _brute_force(queries, corpus, 2000, "cosine")
   want = np.take_along_axis(cosine[0], np.argsort(cosine[1], axis=1), 1)  # [Q, N] by row

@@ -12,7 +12,8 @@ import pytest
 from jaxcl import data
 from jaxcl.data import text
 from jaxcl.data.builders import text_pairs
-from jaxcl.evaluate import mining, ranking
+from jaxcl.evaluate import ranking
+from jaxcl.serve import mining
 
 
 def _unit(*vectors):

@@ -59,9 +59,9 @@ def test_progress_bar_shows_loss_and_rate(monkeypatch):
   bar = report.ProgressBar(100, batch_size=64, initial_step=10, file=stream)
   bar.update(11, loss=3.0)
   bar.update(15, loss=2.0, lr=0.5)  # 4 steps * 64 images in 1 s
-  assert bar.images_per_second == pytest.approx(256.0)
+  assert bar.examples_per_second == pytest.approx(256.0)
   bar.update(16, loss=1.0)  # 64 images/s, smoothed with weight 0.3
-  assert bar.images_per_second == pytest.approx(256.0 + 0.3 * (64.0 - 256.0))
+  assert bar.examples_per_second == pytest.approx(256.0 + 0.3 * (64.0 - 256.0))
   bar.close()
   text = stream.getvalue()
   assert "16/100" in text and "loss=1.0000" in text and "img/s=198" in text

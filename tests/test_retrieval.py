@@ -133,6 +133,7 @@ def test_own_pairs_train_mine_train_embed_search(tmp_path, capsys):
     assert set(row) >= {"mrr@10", "ndcg@10", "recall@1", "recall@10", "recall@100"}
     assert 0 <= row["ndcg@10"] <= 1
   assert result["bm25"]["ndcg@10"] > 0.3  # docstring words are in the code
+  assert result["examples_per_second"] > 0 and "images_per_second" not in result  # text pairs
   out = capsys.readouterr().out
   assert "| BM25 (bm25s" in out and "NDCG@10" in out
 
@@ -164,6 +165,11 @@ def test_own_pairs_train_mine_train_embed_search(tmp_path, capsys):
   assert stop.value.code == 1
   assert "no index in" in capsys.readouterr().err
   shutil.rmtree(data_dir)
+  with pytest.raises(SystemExit):  # the run's recorded data folder is gone: the message names it
+    _jaxcl("embed", "--workdir", run2, "--overwrite")
+  err = capsys.readouterr().err
+  assert f"data.data_dir={str(data_dir)!r} does not exist" in err, err
+  assert "not a text dataset" not in err
 
 
 def test_image_run_embeds_its_dataset_and_finds_an_image(tmp_path, capsys):

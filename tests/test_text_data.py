@@ -18,7 +18,8 @@ from jaxcl import data
 from jaxcl.data import text
 from jaxcl.data.builders import stdlib_code
 from jaxcl.data.text import files
-from jaxcl.evaluate import bm25, ranking
+from jaxcl.evaluate import ranking
+from jaxcl.serve import bm25
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JAXCL = [shutil.which("jaxcl")] if shutil.which("jaxcl") else [sys.executable, "-m", "jaxcl"]

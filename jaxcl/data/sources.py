@@ -179,6 +179,11 @@ def check_prepared(cfg: ml_collections.ConfigDict) -> str:
         f"array_record with:\n  {prepare_command(cfg)}\nwhere DIR holds the files the TFDS builder "
         "asks for (see its manual download instructions), or point data.data_dir at a directory "
         "where `tfds build --file_format=array_record` already prepared it.")
+  if not os.path.isdir(cfg.data_dir):
+    raise NotPreparedError(
+        f"data.data_dir={cfg.data_dir!r} does not exist, so dataset {cfg.name!r} cannot be read "
+        f"from it: restore that folder, prepare the dataset there again, or point data.data_dir at "
+        f"the folder that holds it.")
   available = sorted(set(EMBEDDED) | set(prepared_datasets(cfg.data_dir)))
   raise ValueError(
       f"Unknown dataset data.name={cfg.name!r}. Available: {', '.join(available)} (prepared in "

@@ -20,13 +20,6 @@ Public API::
   ranking_metrics(ranking [Q, K], relevant [{corpus row: grade}]) -> {"mrr@10", "ndcg@10",
       "recall@1", "recall@10", "recall@100", "num_queries"}         (text retrieval, trec_eval's)
   top_k_search(queries [Q, D], corpus [N, D], k, *, similarity="dot") -> (scores, rows) [Q, k]
-  bm25.bm25_search(corpus_texts, query_texts, *, k=100) -> (rows, scores) [Q, k]   (BM25 baseline;
-      `python -m jaxcl.evaluate.bm25 stdlib_code` prints its scores)
-  mine_hard_negatives(query_emb, corpus_emb, positives, *, num_negatives, top_k=50, skip=0,
-                      margin=0.95) -> MinedNegatives      (positive-aware hard-negative mining)
-  IndexWriter(out_dir, dim=D, meta={...}) / load_index(dir) -> Index; Index.search(queries, k,
-      mesh=None, exact=True) -> (scores, ids, rows)       (an embedding index on disk; exact
-      search sharded over a mesh, or usearch's HNSW graph)
 
 ``features_fn`` is either a callable ``float images [B, H, W, C] in [0, 1] -> [B, F]`` (a pure
 function; it is jitted here) or an ``nnx.Module`` / its bound method such as ``method.features``
@@ -35,24 +28,21 @@ fractions in [0, 1]; ``format_table`` prints them as percentages. Nothing here k
 
 Modules: ``extract`` (frozen features over a mesh), ``knn``, ``linear`` (the probe), ``protocol``
 (the scores of a representation and their table), ``retrieval`` (Recall@K, R-precision, MAP@R),
-``ranking`` (MRR, NDCG, Recall@K of queries against a corpus; exact top-k search), ``bm25``,
-``mining`` (hard negatives with false-negative filtering), ``index`` (embeddings on disk, search).
+``ranking`` (MRR, NDCG, Recall@K of queries against a corpus; exact top-k search). The on-disk index,
+mining and BM25 live in ``jaxcl.serve``.
 """
 
 from jaxcl.evaluate.extract import extract_features
-from jaxcl.evaluate.index import Index, IndexWriter, load_index
 from jaxcl.evaluate.knn import knn_accuracy, knn_predict
 from jaxcl.evaluate.linear import DEFAULT_L2_GRID, LinearProbe, fit_linear_probe, linear_probe
-from jaxcl.evaluate.mining import MinedNegatives, mine_hard_negatives
 from jaxcl.evaluate.protocol import (evaluate_features, evaluate_representation, format_table,
                                      raw_pixel_baseline)
 from jaxcl.evaluate.ranking import ranking_from_scores, ranking_metrics, top_k_search
 from jaxcl.evaluate.retrieval import retrieval_scores
 
 __all__ = [
-    "DEFAULT_L2_GRID", "Index", "IndexWriter", "LinearProbe", "MinedNegatives", "evaluate_features",
-    "evaluate_representation", "extract_features", "fit_linear_probe", "format_table",
-    "knn_accuracy", "knn_predict", "linear_probe", "load_index", "mine_hard_negatives",
-    "ranking_from_scores", "ranking_metrics", "raw_pixel_baseline", "retrieval_scores",
+    "DEFAULT_L2_GRID", "LinearProbe", "evaluate_features", "evaluate_representation",
+    "extract_features", "fit_linear_probe", "format_table", "knn_accuracy", "knn_predict",
+    "linear_probe", "ranking_from_scores", "ranking_metrics", "raw_pixel_baseline", "retrieval_scores",
     "top_k_search",
 ]

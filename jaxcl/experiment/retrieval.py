@@ -25,9 +25,10 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxcl import data, evaluate, models
-from jaxcl.evaluate import bm25, ranking
+from jaxcl import data, evaluate, extras, models
+from jaxcl.evaluate import ranking
 from jaxcl.experiment.evaluator import EvaluatorBase
+from jaxcl.serve import bm25
 from jaxcl.train import TrainSetup
 
 TOP_K = 100  # documents ranked per query (Recall@100 needs them)
@@ -72,6 +73,7 @@ def tokenizer(config: ml_collections.ConfigDict, workdir: str | None) -> Tokens:
   ids are what the weights mean); else one trained on the training split and saved in the workdir by
   process 0. A pretrained tower (``model.pretrained``) reads its folder's tokenizer.json: its token
   ids are what the weights mean."""
+  extras.check("text", f"method {config.method.name!r} on text (its tokenizer)")
   if config.model.get("pretrained"):
     folder = models.pretrained.read_folder(config.model.pretrained)
     tok = data.text.load_tokenizer(folder.tokenizer_file)

@@ -109,7 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns:
     Final metrics: ``{"step", "loss", "knn", "linear", "random_init": {...}, "raw_pixels": {...},
-    "train_seconds", "images_per_second", ...}``.
+    "train_seconds", "images_per_second" (text runs: "examples_per_second"), ...}``.
 
   Raises:
     jaxcl.train.lock.WorkdirLocked: another live run holds ``workdir``.
@@ -153,6 +153,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     for _ in range(start):
       next(it)
   knn_every = config.eval.knn_every
+  text_run = config.method.name in methods.TEXT_METHODS  # its examples are text pairs, not images
 
   def monitor(step: int, state: dict) -> dict[str, float]:
     if knn_every and step % knn_every == 0 and step < config.steps:
@@ -164,7 +165,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
               batch_size=config.batch_size, checkpointer=checkpointer, writer=writer,
               log_every=t.log_every, checkpoint_every=t.checkpoint_every,
               on_nonfinite=t.on_nonfinite, monitor=monitor, progress=is_main and t.progress,
-              checkpoint_meta={"method": config.method.name, "data": config.data.name})
+              checkpoint_meta={"method": config.method.name, "data": config.data.name},
+              example_unit="examples" if text_run else "img")
   except Preempted:  # its checkpoint is committed; leave the log complete too
     writer.close()
     checkpointer.close()
@@ -176,8 +178,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     writer.close()
     return {"step": step, **run.metrics, "stopped_at": t.stop_at}
   result: dict[str, Any] = {"step": step, **run.metrics, "train_seconds": round(run.train_seconds, 2)}
-  if run.images_per_second is not None:
-    result["images_per_second"] = run.images_per_second
+  if run.examples_per_second is not None:
+    result["examples_per_second" if text_run else "images_per_second"] = run.examples_per_second
 
   method = setup.method(state)
   if t.export_encoder:
@@ -196,6 +198,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         pass  # no metrics yet (a run resumed at its last step)
     facts = {"data": config.data.name, "steps": step, "batch size": config.batch_size,
              "training seconds": result.get("train_seconds"),
+             "examples per second": result.get("examples_per_second"),
              "images per second": result.get("images_per_second")}
     report.write_report(workdir, title=f"{config.method.name} on {config.data.name}",
                         table=result.get("table", ""), config_text=describe.describe(config),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
+from jaxcl import extras
 from jaxcl.models import pretrained
 from jaxcl.models.small_cnn import POOLS
 from jaxcl.train import optim
@@ -129,6 +130,7 @@ def _check_ijepa(config: ml_collections.ConfigDict) -> None:
 
 def _check_text(config: ml_collections.ConfigDict, check_data: bool) -> None:
   """The text methods' fields: the tower, the negatives, the tokenizer's length, the dataset."""
+  extras.check("text", "text retrieval")  # first: nothing else matters without the tokenizer
   m, d = config.method, config.data
   if _get(config, "model.name") not in ("text_transformer", "bert"):
     _fail("model.name", _get(config, "model.name"), "method 'retrieval' trains text towers; set "

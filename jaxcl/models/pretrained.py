@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxcl import extras
 from jaxcl.models.bert import ACTIVATIONS, POOLS, BertEncoder
 
 SUPPORTED_MODEL_TYPES = ("bert",)  # BERT, MiniLM, BGE, E5 (and other BertModel checkpoints)
@@ -217,11 +218,12 @@ def read_tensors(folder: PretrainedFolder) -> dict[str, np.ndarray]:
 
   Names and shapes are checked by ``load_weights``; BertForX heads and buffers are dropped here.
   """
-  from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  what = "reading a pretrained model folder"
+  safetensors = extras.require("safetensors", "text", what)
+  load_file = extras.require("safetensors.numpy", "text", what).load_file
   try:
     raw = load_file(folder.weights_file)
-  except (SafetensorError, OSError, ValueError) as e:
+  except (safetensors.SafetensorError, OSError, ValueError) as e:
     reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
     raise ValueError(f"{folder.weights_file} could not be read by safetensors ({reason}).") from None
   out = {}

@@ -7,7 +7,7 @@ Public API::
       .write_text(tag, text)              -> e.g. the config, to TensorBoard's text tab
       .close()                            (also a context manager)
   read_metrics(metrics_jsonl_path) -> {key: (steps np.ndarray, values np.ndarray)}
-  ProgressBar(total_steps, *, batch_size, initial_step=0, enabled=True)
+  ProgressBar(total_steps, *, batch_size, initial_step=0, enabled=True, unit="img")
       .update(step, loss=..., **scalars)  -> step, loss, images/s and ETA on one line
       .write(message)                     -> print without breaking the bar
       .close()

@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 
+from jaxcl import extras
 from jaxcl.models import BertEncoder, pretrained
 
 COPIED = ("tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "added_tokens.json")
@@ -63,7 +64,7 @@ def write_sentence_transformers(tower: BertEncoder, source: pretrained.Pretraine
   Returns:
     ``out`` (absolute).
   """
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  save_file = extras.require("safetensors.numpy", "text", "jaxcl export").save_file
   out = os.path.abspath(os.path.expanduser(out))
   if os.path.exists(out) and not overwrite:
     raise ValueError(f"--out={out!r} exists; choose a new folder (or remove it).")

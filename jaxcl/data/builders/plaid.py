@@ -5,7 +5,7 @@ PLAID (Plug Load Appliance Identification Dataset; Gao et al. 2014, in the versi
 series archive edited by Schafer and Leser) holds current measurements of air conditioners, fans,
 fridges, heaters, laptops, microwaves... (11 classes), each a few seconds around the appliance being
 switched on, 100 to 1,344 samples long (median 300); 537 train and 537 test series. It ships inside the
-`sktime` wheel (BSD-3), which jaxcl installs, as the archive's `.ts` text files. They are parsed here
+`sktime` wheel (BSD-3; the `signals` extra installs it), as the archive's `.ts` text files, parsed here
 as text (no code runs, no sktime import): the header is checked, every value must be a finite number,
 every line is bounded in length, labels must be among the header's classes, and nothing is written
 until both files have parsed.
@@ -15,12 +15,12 @@ start until LENGTH, as the steady state of an appliance's current is periodic, s
 real signal), ``length`` (the real sample count, at most LENGTH) and ``label``.
 """
 
-import importlib.util
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxcl import extras
 from jaxcl.data.builders import local
 
 PACKAGE = "sktime"
@@ -34,11 +34,8 @@ _FIX = "reinstall it: pip install --force-reinstall sktime==1.2.0"
 
 def data_dir() -> str:
   """The folder of the PLAID files inside the installed sktime package (found without importing it)."""
-  spec = importlib.util.find_spec(PACKAGE)
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError("the Python package 'sktime', which ships the PLAID signals, is not "
-                            "installed; pip install jaxcl installs it, or pip install sktime==1.2.0.")
-  return os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data", "PLAID")
+  what = "dataset 'plaid' (shipped in the sktime wheel)"
+  return os.path.join(extras.package_dir(PACKAGE, "signals", what), "datasets", "data", "PLAID")
 
 
 def parse_ts(path: str, *, classes: int) -> tuple[list[np.ndarray], np.ndarray]:

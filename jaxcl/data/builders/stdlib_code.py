@@ -29,7 +29,7 @@ Sizes on CPython 3.11.7 (the content depends on the Python version, and on which
 the distribution ships: Debian, for one, moves some out): 3,504 train, 173 validation and 484 test
 pairs (3,360 / 172 / 442 distinct queries; 41 test queries have more than one relevant function),
 and a corpus of 4,161 documents. The function names are kept (as in CodeSearchNet), which helps
-lexical matching; BM25 on the test split (``python -m jaxcl.evaluate.bm25 stdlib_code``, identifiers
+lexical matching; BM25 on the test split (``python -m jaxcl.serve.bm25 stdlib_code``, identifiers
 split at "_") scores MRR@10 0.346, NDCG@10 0.394, Recall@1 0.245, Recall@10 0.548 and Recall@100
 0.776 (with bm25s' own tokens, which keep ``get_file`` whole: MRR@10 0.227, Recall@100 0.593): word
 overlap with the name and the code goes some way, and leaves most of the task to a trained model.

@@ -15,8 +15,8 @@ Modules: ``files`` (readers of user files), ``dataset`` (prepared datasets), ``n
 prepared dataset stored again with mined negatives), ``tokenizer``.
 """
 
-from jaxcl.data.text.dataset import (EvalQueries, TextInfo, TrainQueries, info, is_text_dataset,
-                                     load_corpus, load_queries, load_train_queries, pairs_iterator,
+from jaxcl.data.text.dataset import (EvalQueries, TextInfo, TrainQueries, corpus_rows, info,
+                                     is_text_dataset, load_corpus, load_queries, load_train_queries, pairs_iterator,
                                      query_encoder, tokenizer_for, training_texts)
 from jaxcl.data.text.files import Beir, TextPair, read_beir, read_pairs, read_qrels, read_texts
 from jaxcl.data.text.negatives import write_negatives
@@ -25,7 +25,7 @@ from jaxcl.data.text.tokenizer import (TextEncoder, TokenizePairs, load_tokenize
 
 __all__ = [
     "Beir", "EvalQueries", "TextEncoder", "TextInfo", "TextPair", "TokenizePairs", "TrainQueries",
-    "info", "is_text_dataset", "load_corpus", "load_queries", "load_tokenizer",
+    "corpus_rows", "info", "is_text_dataset", "load_corpus", "load_queries", "load_tokenizer",
     "load_train_queries", "pairs_iterator", "query_encoder", "read_beir", "read_pairs", "read_qrels", "read_texts",
     "save_tokenizer", "tokenizer_for", "train_tokenizer", "training_texts", "write_negatives",
 ]

@@ -16,15 +16,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import grain
 import ml_collections
 import numpy as np
-import tokenizers
 
 from jaxcl.data import pipeline, sources
 from jaxcl.data.text import tokenizer as tokenization
+
+if TYPE_CHECKING:
+  import tokenizers
 
 CORPUS = "corpus"  # the corpus split's name (also ``builders.text_pairs.CORPUS``)
 TOKENIZER_FILE = "tokenizer.json"
@@ -84,11 +87,13 @@ def _str(value: Any) -> str:
 
 def is_text_dataset(cfg: ml_collections.ConfigDict) -> bool:
   """Whether ``cfg.name`` is a prepared (or embedded) text dataset."""
-  if cfg.name == "stdlib_code":
-    return True
+  if cfg.name in sources.EMBEDDED:
+    return cfg.name == "stdlib_code"
   try:
     features = sources.builder(cfg).info.features
   except (ValueError, OSError):
+    if not os.path.isdir(cfg.data_dir):
+      raise  # "data.data_dir ... does not exist" is the answer, not "not a text dataset"
     return False
   return "query" in features and "positive" in features
 
@@ -112,11 +117,31 @@ def info(cfg: ml_collections.ConfigDict) -> TextInfo:
                   num_test=sizes.get("test", 0), corpus_size=sizes.get(CORPUS, 0))
 
 
+_READ_BLOCK = 4096  # records decoded per batched read (``__getitems__``: about 2x per-record reads)
+
+
+def _read_rows(source, rows) -> list[dict]:
+  rows = list(rows)
+  return [r for start in range(0, len(rows), _READ_BLOCK)
+          for r in source.__getitems__(rows[start:start + _READ_BLOCK])]
+
+
 def load_corpus(cfg: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
   """(ids, texts) of every corpus document, in stored order."""
   source = _source(cfg, CORPUS)
-  rows = [source[i] for i in range(len(source))]
+  rows = _read_rows(source, range(len(source)))
   return [_str(r["positive_id"]) for r in rows], [_str(r["positive"]) for r in rows]
+
+
+def corpus_rows(cfg: ml_collections.ConfigDict, rows: Sequence[int]) -> tuple[list[str], list[str]]:
+  """(ids, texts) of the corpus documents at ``rows`` (of ``load_corpus``'s order), read alone:
+  what printing a few search hits needs from a large corpus."""
+  source = _source(cfg, CORPUS)
+  bad = [r for r in rows if not 0 <= int(r) < len(source)]
+  if bad:
+    raise IndexError(f"corpus rows {bad[:5]} are outside {cfg.name}'s corpus of {len(source)}.")
+  got = _read_rows(source, [int(r) for r in rows])
+  return [_str(r["positive_id"]) for r in got], [_str(r["positive"]) for r in got]
 
 
 def _group_queries(source, corpus_rows) -> tuple[list[str], list[str], list[dict[int, int]],

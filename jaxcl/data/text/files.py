@@ -30,6 +30,8 @@ import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+from jaxcl import extras
+
 PAIR_FORMATS = (".jsonl", ".csv", ".tsv", ".parquet")
 MAX_TEXT_CHARS = 100_000    # one query, passage or negative (csv's own field limit is 131,072)
 MAX_RECORD_CHARS = 1 << 20  # one line of JSONL/CSV/TSV, or all the texts of one Parquet row
@@ -120,8 +122,8 @@ def _csv_records(path: str, delimiter: str) -> Iterator[tuple[str, dict[str, Any
 
 def _parquet_records(path: str, columns: list[str] | None = None
                      ) -> Iterator[tuple[str, dict[str, Any]]]:
-  import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  pa = extras.require("pyarrow", "text", "reading Parquet text files")
+  pq = extras.require("pyarrow.parquet", "text", "reading Parquet text files")
   try:
     parquet = pq.ParquetFile(path)
   except (pa.ArrowException, OSError) as e:

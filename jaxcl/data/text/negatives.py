@@ -10,7 +10,7 @@ replaced by the texts of the given corpus rows; its other splits and its corpus 
 unchanged, every split in the source's stored order (so corpus rows and train rows keep their
 numbers). Everything is read and checked before TFDS writes anything, and TFDS writes into an
 ``incomplete.*`` folder that it deletes on failure and renames only when every split is written, so
-a failed write leaves no dataset behind. The mining itself is ``jaxcl.evaluate.mining``.
+a failed write leaves no dataset behind. The mining itself is ``jaxcl.serve.mining``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from jaxcl.data import sources
 from jaxcl.data.text import dataset
 
-PAD = -1  # a corpus row of -1 is no negative (the padding of ``jaxcl.evaluate.mining``)
+PAD = -1  # a corpus row of -1 is no negative (the padding of ``jaxcl.serve.mining``)
 
 
 def _rows(cfg: ml_collections.ConfigDict, split: str) -> list[dict]:

@@ -20,14 +20,24 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 
+from typing import TYPE_CHECKING
+
 import grain
 import numpy as np
-import tokenizers
-from tokenizers import models, normalizers, pre_tokenizers, processors, trainers
+
+from jaxcl import extras
+
+if TYPE_CHECKING:
+  import tokenizers
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<PAD>")
 MAX_TOKENIZER_BYTES = 256 * 2**20  # BERT-sized vocabularies are ~1 MB, large multilingual ones ~20 MB
+
+
+def _tokenizers():
+  """Hugging Face ``tokenizers``, imported on first use: it comes with the 'text' extra."""
+  return extras.require("tokenizers", "text", "text retrieval (tokenization)")
 
 
 def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 8192, min_frequency: int = 2,
@@ -45,6 +55,10 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 8192, min_frequen
   """
   if vocab_size < 2 * len(SPECIAL_TOKENS):
     raise ValueError(f"config.data.vocab_size={vocab_size}: too small for a vocabulary; use e.g. 8192.")
+  tokenizers = _tokenizers()
+  models, normalizers = tokenizers.models, tokenizers.normalizers
+  pre_tokenizers, processors, trainers = (tokenizers.pre_tokenizers, tokenizers.processors,
+                                          tokenizers.trainers)
   tok = tokenizers.Tokenizer(models.BPE(unk_token="[UNK]"))
   tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                               strip_accents=None, lowercase=lowercase)
@@ -84,6 +98,7 @@ def load_tokenizer(path: str) -> tokenizers.Tokenizer:
   if size > MAX_TOKENIZER_BYTES:
     raise ValueError(f"{path} is {size:,} bytes, more than any tokenizer.json jaxcl reads "
                      f"({MAX_TOKENIZER_BYTES:,}); {fix}.")
+  tokenizers = _tokenizers()  # outside the try: a missing extra is not a bad file
   try:
     return tokenizers.Tokenizer.from_file(path)
   except Exception as e:  # pylint: disable=broad-except  # tokenizers raises plain Exception
@@ -114,7 +129,7 @@ class TextEncoder:
       raise ValueError(f"config.data.max_length={max_length}: must be at least 2 ([CLS] and [SEP]).")
     self._json = tok if isinstance(tok, str) else tok.to_str()
     self.max_length = int(max_length)
-    self._tok = tokenizers.Tokenizer.from_str(self._json)
+    self._tok = _tokenizers().Tokenizer.from_str(self._json)
     self.pad_id = pad_id(self._tok)
     self._tok.enable_truncation(self.max_length)
     self._tok.enable_padding(length=self.max_length, pad_id=self.pad_id,

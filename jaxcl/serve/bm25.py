@@ -9,7 +9,7 @@ letters or digits (``WORD_TOKENS``: identifiers split at "_", so the query word 
 ``get_file``; bm25s' own pattern keeps ``get_file`` whole and scores lower on code) and scored with
 Lucene's BM25 (k1 = 1.5, b = 0.75).
 
-  python -m jaxcl.evaluate.bm25 stdlib_code [--split test] [--data_dir DIR] [--bm25s_tokens]
+  python -m jaxcl.serve.bm25 stdlib_code [--split test] [--data_dir DIR] [--bm25s_tokens]
 
 prints BM25's scores on a prepared text dataset's split, searched against its whole corpus.
 """
@@ -22,6 +22,8 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+
+from jaxcl import extras
 
 BM25S_TOKENS = r"(?u)\b\w\w+\b"   # bm25s' own default: get_file is one token
 WORD_TOKENS = r"(?u)[^\W_]{2,}"   # also splits identifiers at "_": get_file is get, file
@@ -45,7 +47,7 @@ def bm25_search(corpus: Sequence[str], queries: Sequence[str], *, k: int = 100, 
     (rows int32 [Q, k] corpus rows best first, scores float32 [Q, k]); documents that share no
     term with a query score 0 and follow in corpus order.
   """
-  import bm25s  # pylint: disable=g-import-not-at-top
+  bm25s = extras.require("bm25s", "text", "BM25")
   # bm25s sets its logger to DEBUG; its per-call messages are noise wherever logging is configured.
   logging.getLogger("bm25s").setLevel(logging.WARNING)
   if not corpus:
@@ -76,7 +78,7 @@ def evaluate_split(cfg, split: str = "test", *, k: int = 100, **bm25_args) -> di
 
 def main(argv: Sequence[str] | None = None) -> None:
   from jaxcl import data  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(prog="python -m jaxcl.evaluate.bm25", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m jaxcl.serve.bm25", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("name", nargs="?", default="stdlib_code", help="a prepared text dataset")
   parser.add_argument("--split", default="test")

@@ -147,11 +147,17 @@ def mine_hard_negatives(query_emb: jax.typing.ArrayLike, corpus_emb: jax.typing.
 
   def unranked_scores(q, r):  # positives the search did not rank: scored directly
     if similarity == "cosine":
-      return _pair_scores(ranking._unit(queries), ranking._unit(corpus), q, r)  # pylint: disable=protected-access
+      return _pair_scores(_unit(queries), _unit(corpus), q, r)
     return _pair_scores(queries, corpus, q, r)
 
   return _select(scores, cand, pair_query, pair_row, n, num_negatives=num_negatives, top_k=top_k,
                  skip=skip, margin=margin, unranked_scores=unranked_scores)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  """Rows scaled to length 1, as ``ranking.top_k_search`` does for cosine similarity."""
+  x = np.asarray(x, np.float32)
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def mine_from_ranking(scores: np.ndarray, rows: np.ndarray, positives: Sequence[Collection[int]], *,
