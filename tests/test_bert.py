@@ -129,3 +129,19 @@ def test_tanh_gelu_and_bfloat16_compute(tmp_path):
   got = np.asarray(tower(ids))
   assert got.dtype == np.float32
   np.testing.assert_allclose(got, want, atol=5e-2)  # bfloat16 rounding, same function
+
+
+def test_dropout_is_per_text_and_off_without_keys(folder):
+  path, _, _ = folder
+  ids = _ids(None, TEXTS, 12)
+  tower = _tower(path)  # config.json: hidden and attention dropout 0.1
+  keys = jax.random.split(jax.random.key(0), len(TEXTS))
+  run = jax.jit(lambda i, k: tower(i, keys=k))
+  dropped = np.asarray(run(ids, keys))
+  assert np.abs(dropped - np.asarray(tower(ids))).max() > 1e-3  # keys turn dropout on
+  np.testing.assert_array_equal(dropped, np.asarray(run(ids, keys)))  # and fix its masks
+  # Each text's masks come from its own key: a text alone, or in another batch, drops the same.
+  np.testing.assert_allclose(np.asarray(run(ids[2:], keys[2:])), dropped[2:], atol=1e-6)
+  still = pretrained.build_tower(pretrained.read_folder(path), rngs=nnx.Rngs(0), dropout=False)
+  pretrained.load_weights(still, pretrained.read_tensors(pretrained.read_folder(path)))
+  np.testing.assert_array_equal(np.asarray(still(ids, keys=keys)), np.asarray(still(ids)))

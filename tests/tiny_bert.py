@@ -25,7 +25,8 @@ CONFIG = dict(vocab_size=0, hidden_size=16, num_hidden_layers=2, num_attention_h
 
 def vocabulary():
   chars = sorted(set("abcdefghijklmnopqrstuvwxyz0123456789_.,:;()[]{}=+-*/'\"#<>!%&|@"))
-  vocab = SPECIALS + chars + ["##" + c for c in chars] + [w for w in dict.fromkeys(WORDS)]
+  words = [w for w in dict.fromkeys(WORDS) if w not in chars]  # "a" is a character already
+  vocab = SPECIALS + chars + ["##" + c for c in chars] + words
   return {t: i for i, t in enumerate(vocab)}
 
 

@@ -77,6 +77,10 @@ def tokenizer(config: ml_collections.ConfigDict, workdir: str | None) -> Tokens:
   if config.model.get("pretrained"):
     folder = models.pretrained.read_folder(config.model.pretrained)
     tok = data.text.load_tokenizer(folder.tokenizer_file)
+    top = max(tok.get_vocab(with_added_tokens=True).values(), default=0)
+    if top >= folder.config["vocab_size"]:  # an id past the table would be clamped, silently wrong
+      raise ValueError(f"{folder.tokenizer_file} has token id {top} but config.json's vocab_size is "
+                       f"{folder.config['vocab_size']}; the tokenizer does not belong to these weights.")
     if workdir is not None and jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
       data.text.save_tokenizer(tok, os.path.join(workdir, data.text.dataset.TOKENIZER_FILE))

@@ -84,8 +84,8 @@ class Retrieval(Method):
   def out_dim(self) -> int:
     return self.proj.out_features if self.proj is not None else self.query_tower.out_dim
 
-  def _embed(self, tower, ids: jax.Array) -> jax.Array:
-    x = tower(ids)
+  def _embed(self, tower, ids: jax.Array, keys: jax.Array | None = None) -> jax.Array:
+    x = tower(ids) if keys is None else tower(ids, keys=keys)
     return (self.proj(x) if self.proj is not None else x).astype(jnp.float32)
 
   def encode_queries(self, ids: jax.Array) -> jax.Array:
@@ -105,12 +105,20 @@ class Retrieval(Method):
   def embed(self, batch, *, axis_name=None):
     """``{"query", "positive"[, "negatives"]}`` embeddings of the batch (gradient-caching hook)."""
     del axis_name
-    out = {"query": self.encode_queries(batch["query_ids"]),
-           "positive": self.encode_documents(batch["positive_ids"])}
+    # A BERT tower drops out in training, each text's masks from its row's key (so they do not depend
+    # on the device count or on gradient-caching chunks).
+    keys = batch.get("key") if isinstance(self.query_tower, models.BertEncoder) else None
+    text_keys = lambda i: None if keys is None else jax.vmap(  # noqa: E731
+        lambda k: jax.random.fold_in(k, i))(keys)
+    out = {"query": self._embed(self.query_tower, batch["query_ids"], text_keys(0)),
+           "positive": self._embed(self.doc_tower, batch["positive_ids"], text_keys(1))}
     if self.num_negatives:
       ids = batch["negative_ids"]
       b, h, length = ids.shape
-      out["negatives"] = self.encode_documents(ids.reshape(b * h, length)).reshape(b, h, -1)
+      neg_keys = None if keys is None else jnp.stack([text_keys(2 + j) for j in range(h)], 1)
+      out["negatives"] = self._embed(self.doc_tower, ids.reshape(b * h, length),
+                                     None if neg_keys is None else neg_keys.reshape(b * h)
+                                     ).reshape(b, h, -1)
     return out
 
   def loss_from_embeddings(self, emb, batch, *, axis_name=None):

@@ -54,6 +54,7 @@ def default_config(encoder: str = "small_cnn") -> ml_collections.ConfigDict:
   elif encoder == "bert":
     cfg.pretrained = ""  # a Hugging Face / sentence-transformers folder (required)
     cfg.pool = ""        # "" the folder's (1_Pooling; mean without one) | "mean" | "cls" | "max"
+    cfg.dropout = True   # drop out in training at config.json's rates, as Hugging Face fine-tunes
   elif encoder.startswith("resnet"):
     cfg.stem = "imagenet"
     cfg.width_multiplier = 1.0
@@ -138,7 +139,7 @@ def create_text_tower(cfg: ml_collections.ConfigDict, *, vocab_size: int, max_le
       raise ValueError(f"the tokenizer has {vocab_size} ids but {folder.path}/config.json has "
                        f"vocab_size={folder.config['vocab_size']}; use the folder's own tokenizer.")
     return pretrained.build_tower(folder, rngs=rngs, pool=cfg.get("pool") or None, pad_id=pad_id,
-                                  **dtypes(cfg))
+                                  dropout=bool(cfg.get("dropout", False)), **dtypes(cfg))
   return TextTransformer(
       vocab_size=vocab_size, max_len=max_len, width=cfg.width, depth=cfg.depth, heads=cfg.heads,
       mlp_ratio=cfg.mlp_ratio, causal=False, pool=cfg.pool, pad_id=pad_id,

@@ -32,8 +32,10 @@ from jaxcl.models.bert import ACTIVATIONS, POOLS, BertEncoder
 SUPPORTED_MODEL_TYPES = ("bert",)  # BERT, MiniLM, BGE, E5 (and other BertModel checkpoints)
 CONFIG_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                  "intermediate_size", "max_position_embeddings", "type_vocab_size",
-                 "layer_norm_eps", "hidden_act")
-_OPTIONAL = {"type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu"}
+                 "layer_norm_eps", "hidden_act", "hidden_dropout_prob",
+                 "attention_probs_dropout_prob")
+_OPTIONAL = {"type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
+             "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
 _ST_POOL_FIELDS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
                    "pooling_mode_max_tokens": "max"}
 _ST_UNSUPPORTED = ("pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
@@ -239,7 +241,7 @@ def read_tensors(folder: PretrainedFolder) -> dict[str, np.ndarray]:
 
 
 def build_tower(folder: PretrainedFolder, *, rngs: nnx.Rngs, pool: str | None = None,
-                pad_id: int = 0, pooler: bool | None = None, dtype=None,
+                pad_id: int = 0, pooler: bool | None = None, dropout: bool = True, dtype=None,
                 param_dtype=jnp.float32) -> BertEncoder:
   """A ``BertEncoder`` of the folder's sizes and pooling (random weights until ``load_weights``).
 
@@ -249,13 +251,18 @@ def build_tower(folder: PretrainedFolder, *, rngs: nnx.Rngs, pool: str | None = 
     pool: override of the folder's pooling (None: the folder's).
     pad_id: the tokenizer's padding id.
     pooler: carry BERT's pooler layer (None: when the checkpoint has one; reads the file's header).
+    dropout: drop out at the checkpoint's rates when the tower is called with keys (training); False:
+      never.
     dtype, param_dtype: compute and parameter dtypes.
   """
   if pool is not None and pool not in POOLS:
     raise ValueError(f"model.pool={pool!r}: a BERT tower pools with one of {POOLS}.")
   if pooler is None:
     pooler = "pooler.dense.weight" in tensor_names(folder)
-  return BertEncoder(**folder.config, pool=pool or folder.pool, normalize=folder.normalize,
+  sizes = dict(folder.config)
+  if not dropout:
+    sizes.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  return BertEncoder(**sizes, pool=pool or folder.pool, normalize=folder.normalize,
                      pad_id=pad_id, pooler=pooler, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
