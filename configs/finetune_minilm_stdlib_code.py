@@ -1,7 +1,8 @@
 r"""Fine-tune a pretrained sentence embedding model (all-MiniLM-L6-v2, or any BERT-family folder: BGE,
 E5, ...) on the embedded ``stdlib_code`` pairs with in-batch negatives: sentence-transformers'
 MultipleNegativesRankingLoss (InfoNCE over the global batch at scale 20, i.e. temperature 0.05), AdamW
-at 2e-5 with a 10% warmup, as its training scripts do.
+at 2e-5 with a 10% linear warmup and a linear decay, and the checkpoint's dropout, as its training
+scripts do.
 
 Point at a model folder (a Hugging Face or sentence-transformers folder with config.json,
 model.safetensors and tokenizer.json; jaxcl never downloads), fine-tune, export:
@@ -46,6 +47,7 @@ def get_config(arg=None):
   c.optim.lr_scaling = "none"
   c.optim.weight_decay = 0.01
   c.optim.warmup_fraction = 0.1
+  c.optim.decay = "linear"        # sentence-transformers' WarmupLinear
   c.train.log_every = 10
   c.train.checkpoint_every = 50
   c.train.export_encoder = False  # `jaxcl export` writes the sentence-transformers folder

@@ -23,6 +23,16 @@ def _reference_lr(step, *, peak, warmup, total, end):
   return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def test_linear_decay_matches_transformers_warmup_linear_by_hand():
+  # transformers' get_linear_schedule_with_warmup (sentence-transformers' default "WarmupLinear"):
+  # step / warmup, then (total - step) / (total - warmup), times the peak.
+  cfg = _cfg(lr=2e-5, lr_scaling="none", warmup_steps=10, decay="linear")
+  schedule = optim.make_schedule(cfg, total_steps=110, global_batch_size=64)
+  for step in (0, 3, 10, 11, 57, 109, 110):
+    want = 2e-5 * (step / 10 if step < 10 else (110 - step) / 100)
+    assert float(schedule(step)) == pytest.approx(want, rel=1e-5, abs=1e-12), step
+
+
 @pytest.mark.parametrize("scaling,expected_peak", [("linear", 0.3 * 1024 / 256),
                                                    ("sqrt", 0.3 * 2.0), ("none", 0.3)])
 def test_schedule_matches_warmup_cosine_by_hand(scaling, expected_peak):

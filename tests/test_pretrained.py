@@ -144,9 +144,10 @@ def _batch(rng, vocab):
 
 
 @functools.lru_cache(maxsize=None)
-def _one_step(path, vocab, num_devices, chunks=0, matryoshka=()):
+def _one_step(path, vocab, num_devices, chunks=0, matryoshka=(), block_size=0, dropout=True):
   c = _config(path, **{"train.grad_cache_chunks": chunks, "optim.name": "sgd", "optim.lr": 0.5,
-                       "method.matryoshka_dims": matryoshka})
+                       "method.matryoshka_dims": matryoshka, "method.loss_block_size": block_size,
+                       "model.dropout": dropout})
   setup = experiment.run.build_setup(c, mesh_lib.make_mesh(num_devices), vocab_size=vocab, pad_id=0)
   start = setup.init_state()
   before = jax.device_get(start["params"])  # the step donates the state
@@ -178,6 +179,15 @@ def test_gradient_caching_with_the_bert_tower_equals_the_plain_step(folder):
   _, plain, m_plain = _one_step(path, config["vocab_size"], 8)
   np.testing.assert_allclose(m_cached["loss"], m_plain["loss"], rtol=1e-5)
   jax.tree.map(lambda a, b: assert_close_to_scale(a, b, rtol=1e-4), cached, plain)
+
+
+def test_ring_loss_with_the_bert_tower_on_8_devices_equals_1(folder):
+  path, config, _ = folder
+  # (dropout is covered above; off here for a smaller program to compile)
+  _, ring8, m8 = _one_step(path, config["vocab_size"], 8, block_size=2, dropout=False)
+  _, ring1, m1 = _one_step(path, config["vocab_size"], 1, block_size=2, dropout=False)
+  np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+  jax.tree.map(lambda a, b: assert_close_to_scale(a, b, rtol=1e-4), ring8, ring1)
 
 
 def test_config_errors_name_the_field(folder, tmp_path):

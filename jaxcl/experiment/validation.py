@@ -252,6 +252,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     _fail("optim.warmup_steps", o.warmup_steps, f"must be in [0, steps={config.steps}].")
   if not 0 <= o.warmup_fraction < 1:
     _fail("optim.warmup_fraction", o.warmup_fraction, "must be in [0, 1).")
+  if o.get("decay", "cosine") not in ("cosine", "linear"):
+    _fail("optim.decay", o.decay, "the learning rate decays by 'cosine' or 'linear' after warmup.")
   if not 0 <= o.end_lr_factor <= 1:
     _fail("optim.end_lr_factor", o.end_lr_factor, "must be in [0, 1].")
   if o.grad_clip_norm < 0:

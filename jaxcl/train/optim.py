@@ -34,6 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.warmup_steps = 0           # or warmup_fraction of total steps, whichever is given (> 0)
   c.warmup_fraction = 0.0
   c.end_lr_factor = 0.0        # final lr = peak * end_lr_factor
+  c.decay = "cosine"           # after warmup: "cosine" | "linear" (Hugging Face / sentence-transformers)
   c.weight_decay = 1e-6
   # "cosine": weight decay follows a cosine from weight_decay to weight_decay_end over the run (DINO:
   # 0.04 -> 0.4); "constant": weight_decay throughout.
@@ -77,7 +78,8 @@ def warmup_steps(cfg: ml_collections.ConfigDict, total_steps: int) -> int:
 
 def make_schedule(cfg: ml_collections.ConfigDict, *, total_steps: int,
                   global_batch_size: int) -> optax.Schedule:
-  """Linear warmup from 0 to the peak, then cosine decay to ``peak * end_lr_factor`` at ``total_steps``.
+  """Linear warmup from 0 to the peak, then cosine (or, ``decay="linear"``, linear) decay to
+  ``peak * end_lr_factor`` at ``total_steps``.
 
   Args:
     cfg: the ``optim`` config.
@@ -90,6 +92,13 @@ def make_schedule(cfg: ml_collections.ConfigDict, *, total_steps: int,
   peak = peak_learning_rate(cfg, global_batch_size)
   warmup = min(warmup_steps(cfg, total_steps), total_steps)
   decay_steps = max(total_steps, warmup + 1)
+  decay = cfg.get("decay", "cosine")
+  if decay == "linear":  # transformers' get_linear_schedule_with_warmup
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, warmup),
+         optax.linear_schedule(peak, peak * cfg.end_lr_factor, decay_steps - warmup)], [warmup])
+  if decay != "cosine":
+    raise ValueError(f"optim.decay={decay!r}: use 'cosine' or 'linear'.")
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=decay_steps,
       end_value=peak * cfg.end_lr_factor)
