@@ -37,6 +37,7 @@ def get_config(arg=None):
                       recipe="simclr", crop_size=32, batch_size=64, steps=110)
   c.model = models.default_config("bert")
   c.model.pretrained = ""         # required: a Hugging Face / sentence-transformers folder
+  c.model.pool = ""               # "": the folder's (1_Pooling; mean without one) | mean | cls | max
   c.data.max_length = 128         # code: the first 128 word pieces of a function
   c.data.query_max_length = 32    # a docstring's first sentence
   c.method.temperature = 0.05     # MNRL's scale 20

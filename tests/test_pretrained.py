@@ -144,10 +144,11 @@ def _batch(rng, vocab):
 
 
 @functools.lru_cache(maxsize=None)
-def _one_step(path, vocab, num_devices, chunks=0, matryoshka=(), block_size=0, dropout=True):
+def _one_step(path, vocab, num_devices, chunks=0, matryoshka=(), block_size=0, dropout=True,
+              fsdp=False):
   c = _config(path, **{"train.grad_cache_chunks": chunks, "optim.name": "sgd", "optim.lr": 0.5,
                        "method.matryoshka_dims": matryoshka, "method.loss_block_size": block_size,
-                       "model.dropout": dropout})
+                       "model.dropout": dropout, "train.fsdp": fsdp, "train.fsdp_min_size": 64})
   setup = experiment.run.build_setup(c, mesh_lib.make_mesh(num_devices), vocab_size=vocab, pad_id=0)
   start = setup.init_state()
   before = jax.device_get(start["params"])  # the step donates the state
@@ -156,6 +157,7 @@ def _one_step(path, vocab, num_devices, chunks=0, matryoshka=(), block_size=0, d
   return before, jax.device_get(state["params"]), jax.device_get(metrics)
 
 
+@pytest.mark.slow
 def test_fine_tuning_step_on_8_devices_equals_1_and_starts_from_the_checkpoint(folder):
   path, config, weights = folder
   start, params8, m8 = _one_step(path, config["vocab_size"], 8, matryoshka=(16, 8))
@@ -173,6 +175,16 @@ def test_fine_tuning_step_on_8_devices_equals_1_and_starts_from_the_checkpoint(f
   assert np.abs(moved).max() > 0
 
 
+@pytest.mark.slow
+def test_fsdp_splits_the_bert_tower_and_equals_the_replicated_step(folder):
+  path, config, _ = folder
+  _, split, m_split = _one_step(path, config["vocab_size"], 8, matryoshka=(16, 8), fsdp=True)
+  _, whole, m_whole = _one_step(path, config["vocab_size"], 8, matryoshka=(16, 8))
+  np.testing.assert_allclose(m_split["loss"], m_whole["loss"], rtol=1e-5)
+  jax.tree.map(lambda a, b: assert_close_to_scale(a, b, rtol=1e-4), split, whole)
+
+
+@pytest.mark.slow
 def test_gradient_caching_with_the_bert_tower_equals_the_plain_step(folder):
   path, config, _ = folder
   _, cached, m_cached = _one_step(path, config["vocab_size"], 8, chunks=2)
@@ -181,6 +193,7 @@ def test_gradient_caching_with_the_bert_tower_equals_the_plain_step(folder):
   jax.tree.map(lambda a, b: assert_close_to_scale(a, b, rtol=1e-4), cached, plain)
 
 
+@pytest.mark.slow
 def test_ring_loss_with_the_bert_tower_on_8_devices_equals_1(folder):
   path, config, _ = folder
   # (dropout is covered above; off here for a smaller program to compile)
@@ -229,6 +242,7 @@ def _jaxcl(*args):
   main.run(["jaxcl", *map(str, args)])
 
 
+@pytest.mark.slow
 def test_mine_with_pretrained_towers_fine_tune_export_reload(tmp_path, folder, capsys):
   path, _, _ = folder
   pairs = tmp_path / "pairs.jsonl"
