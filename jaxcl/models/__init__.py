@@ -1,5 +1,6 @@
-"""Encoders (ResNet, ViT, SmallCNN, TextTransformer, BertEncoder with pretrained weights), CPC's sequence networks (Conv1DEncoder,
-GRUContext, CausalTransformerContext), heads, I-JEPA's predictor and synchronised BatchNorm, in Flax NNX.
+"""Encoders (ResNet, ViT, SmallCNN, TextTransformer, BertEncoder with pretrained weights), CPC's
+sequence networks (Conv1DEncoder, GRUContext, CausalTransformerContext), heads, I-JEPA's predictor and
+synchronised BatchNorm, in Flax NNX.
 
 Every image encoder is called as ``encoder(images [B,H,W,C], *, train, axis_name=None)`` and returns
 float32 features [B, encoder.out_dim]; ``axis_name`` synchronises BatchNorm statistics inside
@@ -21,7 +22,8 @@ from jaxcl.models.text import TextTransformer
 from jaxcl.models.vit import TransformerBlock, ViT, vit_base, vit_small, vit_tiny
 
 __all__ = [
-    "BertEncoder", "DINOHead", "ENCODERS", "TEXT_ENCODERS", "create_text_tower", "pretrained", "BasicBlock", "BatchNorm", "Bottleneck", "CausalTransformerContext",
+    "BertEncoder", "DINOHead", "ENCODERS", "TEXT_ENCODERS", "create_text_tower", "pretrained",
+    "BasicBlock", "BatchNorm", "Bottleneck", "CausalTransformerContext",
     "Conv1DEncoder", "GRUContext", "PredictionHead", "ProjectionHead", "ResNet", "JEPAPredictor",
     "SmallCNN", "TextTransformer", "TransformerBlock", "ViT", "count_params", "create_encoder",
     "default_config", "dtypes", "resnet18", "resnet34", "resnet50", "sincos_pos_embed_1d",

@@ -9,16 +9,19 @@ For token ids x [B, T] with attention mask m = (x != pad_id):
   h   = LN(h' + gelu(h' W_i) W_out)
 
 with biases on every projection, GELU exact (erf, Hugging Face's ``"gelu"``) or tanh-approximated
-(``"gelu_new"``), and LayerNorm's epsilon from the checkpoint's config. The sentence vector pools the last
-hidden states as sentence-transformers' ``Pooling`` does: ``mean`` over the real tokens, ``cls`` the
-first token, ``max`` over the real tokens; ``normalize=True`` divides it by its L2 norm (``Normalize``).
-Token-type ids are all 0 (one text per sequence). Called with one PRNG key per text (``keys``), the
-tower drops out as BERT does in training (``hidden_dropout`` after the embeddings and after each
-block's two output projections, ``attention_dropout`` on the attention probabilities; the checkpoint's
-``hidden_dropout_prob`` / ``attention_probs_dropout_prob``): each text's masks come from its own key,
-so they do not depend on how the batch is split over devices or into gradient-caching chunks. Parameter names follow Hugging Face's BertModel
-(``jaxcl.models.pretrained`` maps them one to one); the pooler of a checkpoint (unused by the sentence
-vector) is carried as ``Carried`` variables so that an export keeps it.
+(``"gelu_new"``), and LayerNorm's epsilon from the checkpoint's config. The sentence vector pools the
+last hidden states as sentence-transformers' ``Pooling`` does: ``mean`` over the real tokens, ``cls``
+the first token, ``max`` over the real tokens; ``normalize=True`` divides it by its L2 norm
+(``Normalize``). Token-type ids are all 0 (one text per sequence).
+
+Called with one PRNG key per text (``keys``), the tower drops out as BERT does in training (after the
+embeddings and after each block's two output projections at ``hidden_dropout_prob``, on the attention
+probabilities at ``attention_probs_dropout_prob``): each text's masks come from its own key, so they
+do not depend on how the batch is split over devices or into gradient-caching chunks.
+
+Parameter names follow Hugging Face's BertModel (``jaxcl.models.pretrained`` maps them one to one);
+the pooler of a checkpoint (unused by the sentence vector) is carried as ``Carried`` variables so that
+an export keeps it.
 """
 
 from __future__ import annotations

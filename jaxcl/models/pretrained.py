@@ -320,7 +320,8 @@ def load_weights(tower: BertEncoder, tensors: dict[str, np.ndarray], *, source: 
       want = var.get_value().shape[::-1] if transposed else var.get_value().shape
       raise ValueError(f"{source}: tensor {name!r} has shape {tuple(np.shape(tensors[name]))}, "
                        f"config.json says {tuple(want)}.")
-    var.set_value(jnp.asarray(value, dtype=var.get_value().dtype))
+    # A host array: placed on the mesh by the caller (TrainSetup), also across processes.
+    var.set_value(np.asarray(value, dtype=var.get_value().dtype))
 
 
 def tower_tensors(tower: BertEncoder) -> dict[str, np.ndarray]:
