@@ -551,7 +551,8 @@ class Bench:
            "train_s": res.get("train_seconds"), "final_loss": res.get("loss"), "batch": batch,
            "steps": steps, **_throughput(logged, batch, _log_every(steps)),
            # jaxcl's own figure: every step after the first, the final checkpoint's save included
-           "jaxcl_images_per_second": res.get("images_per_second")}
+           "jaxcl_examples_per_second": res.get("examples_per_second",
+                                                res.get("images_per_second"))}
     if not train_only:
       out.update({k: float(res[k]) for k in METRICS})
       if dims:
