@@ -38,7 +38,7 @@ from flax import nnx  # noqa: E402
 
 from jaxcl import experiment  # noqa: E402
 from jaxcl.data import DataInfo  # noqa: E402
-from jaxcl.methods import common  # noqa: E402
+from jaxcl.methods.image import two_views  # noqa: E402
 from jaxcl.train import mesh as mesh_lib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -243,7 +243,7 @@ def run_config(name: str, *, reps: int, steps: int) -> dict:
   graphdef, params, rest = nnx.split(method, nnx.Param, ...)
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(batch))
   augment = jax.jit(lambda k, x: jnp.concatenate(
-      common.two_views(method.recipe, {"image": x, "key": k})))
+      two_views(method.recipe, {"image": x, "key": k})))
   device_images = jnp.asarray(images)
   views = augment(keys, device_images)
   cotangent = jnp.ones((2 * batch, c.method.proj_out_dim), jnp.float32) / (2 * batch)

@@ -34,7 +34,7 @@ from flax import nnx  # noqa: E402
 from jaxcl import experiment, losses  # noqa: E402
 from jaxcl.train import mesh as parallel  # noqa: E402
 from jaxcl.data import DataInfo  # noqa: E402
-from jaxcl.methods import common  # noqa: E402
+from jaxcl.methods.image import two_views  # noqa: E402
 
 
 def _time(fn, *args, iters):
@@ -96,7 +96,7 @@ def main(argv=None):
 
   @jax.jit
   def augment_only(keys, images):
-    return common.two_views(method.recipe, {"image": images, "key": keys})
+    return two_views(method.recipe, {"image": images, "key": keys})
 
   results["augment_s"] = _time(augment_only, keys, jnp.asarray(images), iters=args.iters)
   v1, v2 = augment_only(keys, jnp.asarray(images))

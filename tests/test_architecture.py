@@ -123,3 +123,62 @@ def test_no_private_jax_internals():
       if "jax._src" in line or ".mat." in line or "._src." in line:
         hits.append(f"{path.relative_to(ROOT.parent)}:{i}: {line.strip()}")
   assert not hits, "\n".join(hits)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The top floor: tasks chosen by what a method declares, methods that see only their own section.
+
+TASKS = ROOT / "experiment" / "tasks"
+OTHER_SECTIONS = ("data", "train", "eval", "model", "augment", "optim", "batch_size", "steps")
+
+
+def _literal(path: pathlib.Path, name: str):
+  for node in ast.parse(path.read_text()).body:
+    if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+      return ast.literal_eval(node.value)
+  raise AssertionError(f"{name} is not assigned in {path}")
+
+
+def test_every_kind_of_run_has_a_task_module():
+  kinds = set(_literal(ROOT / "methods" / "base.py", "DATA_KINDS")) | {"captions"}
+  modules = {p.stem for p in TASKS.glob("*.py")} - {"__init__", "base"}
+  assert modules == kinds, "one module in jaxcl/experiment/tasks/ per data kind (and captions)"
+  registry = next(n for n in ast.walk(ast.parse((TASKS / "__init__.py").read_text()))
+                  if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "TASKS")
+  assert {k.value for k in registry.value.keys} == kinds
+
+
+def test_tasks_sit_below_run_and_validation():
+  """A task imports the parts and the other tasks, never the module that runs it."""
+  above = {"jaxcl.experiment.run", "jaxcl.experiment.validation", "jaxcl.experiment.serve",
+           "jaxcl.main"}
+  graph = _graph()
+  wrong = [f"{m} imports {t}" for m, edges in graph.items() if m.startswith("jaxcl.experiment.tasks")
+           for t in edges if t in above]
+  assert not wrong, "\n".join(wrong)
+  assert "jaxcl.experiment.tasks" in graph["jaxcl.experiment.run"]
+
+
+def test_run_holds_no_evaluator_and_no_branch_on_a_kind_or_method():
+  tree = ast.parse((ROOT / "experiment" / "run.py").read_text())
+  classes = [n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+  assert not classes, f"evaluators live in jaxcl/experiment/tasks/, not run.py: {classes}"
+  names = set(_literal(ROOT / "methods" / "base.py", "DATA_KINDS")) | {"captions", "retrieval", "clip",
+                                                                      "siglip", "cpc"}
+  branches = [ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.Compare)
+              and any(isinstance(c, ast.Constant) and c.value in names
+                      for c in [n.left, *n.comparators])]
+  assert not branches, f"run.py branches on a kind of run: {branches}"
+
+
+def test_methods_read_only_their_own_config_section():
+  """No method module names the experiment config or reads another section of it."""
+  reads = []
+  for path in sorted((ROOT / "methods").glob("*.py")):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if (isinstance(node, ast.Attribute) and node.attr in OTHER_SECTIONS
+          and isinstance(node.value, ast.Name) and node.value.id == "config"):
+        reads.append(f"{path.name}:{node.lineno}: config.{node.attr}")
+      if isinstance(node, ast.arg) and node.arg == "config":
+        reads.append(f"{path.name}:{node.lineno}: a parameter named 'config' (take method_config)")
+  assert not reads, "\n".join(reads)

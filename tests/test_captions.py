@@ -176,6 +176,10 @@ def test_clip_trains_on_captions_and_reports_recall(prepared, tmp_path):
     assert 0 <= result[key] <= 1 and 0 <= result["random_init"][key] <= 1
   assert result["i2t_recall@5"] == 1.0  # 2 test images: every image's caption is in its top 5
   assert "knn" not in result and "text->image R@1" in result["table"]
+  seconds = {k: v for k, v in result["eval_seconds"].items() if k != "total"}
+  assert {"load and tokenize captions", "trained/encode images", "trained/recall",
+          "random init/setup", "other"} <= set(seconds)
+  assert sum(seconds.values()) == pytest.approx(result["eval_seconds"]["total"], abs=0.01 * len(seconds))
   # The BPE tokenizer trained on the training captions, saved with the run.
   tok = data.text.load_tokenizer(str(tmp_path / "run" / "tokenizer.json"))
   assert tok.token_to_id("picture") is not None

@@ -111,7 +111,7 @@ def test_causal_transformer_context_is_causal_and_length_free():
 
 def test_cpc_transformer_context_8_devices_equals_1(mesh):
   # One block: the blocks are per sequence, depth adds only compile time here.
-  method = methods.create(tiny_cpc_config(context="transformer", context_depth=1),
+  method = experiment.parts.create_method(tiny_cpc_config(context="transformer", context_depth=1),
                           image_shape=(128, 1), rngs=nnx.Rngs(0))
   assert isinstance(method.context, CausalTransformerContext)
   graphdef, params, rest = nnx.split(method, nnx.Param, ...)
@@ -144,7 +144,7 @@ def test_cpc_transformer_context_8_devices_equals_1(mesh):
 ], ids=["unknown", "heads"])
 def test_bad_context_names_the_field(method, match):
   with pytest.raises(ValueError, match=match):
-    methods.create(tiny_cpc_config(**method), image_shape=(128, 1), rngs=nnx.Rngs(0))
+    experiment.parts.create_method(tiny_cpc_config(**method), image_shape=(128, 1), rngs=nnx.Rngs(0))
 
 
 def test_short_run_loss_falls_and_future_accuracy_rises(tmp_path):

@@ -230,13 +230,13 @@ def test_config_errors_name_the_field():
   c = _smoke_config(**{"model.name": "small_cnn"})
   c.model = models.default_config("small_cnn")
   with pytest.raises(ValueError, match="needs a ViT"):
-    methods.create(c, image_shape=(32, 32, 1), num_classes=10, class_names=list("0123456789"),
+    experiment.parts.create_method(c, image_shape=(32, 32, 1), num_classes=10, class_names=list("0123456789"),
                    rngs=nnx.Rngs(0))
 
 
 def test_method_loss_on_8_devices_equals_1_and_ema(mesh):
   c = _smoke_config()
-  method = _built(lambda: methods.create(c, image_shape=(32, 32, 1), num_classes=10,
+  method = _built(lambda: experiment.parts.create_method(c, image_shape=(32, 32, 1), num_classes=10,
                                          class_names=list("0123456789"), rngs=nnx.Rngs(0)))
   graphdef, params, rest = nnx.split(method, nnx.Param, ...)
   rng = np.random.default_rng(1)

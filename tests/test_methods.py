@@ -9,8 +9,8 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxcl import augment, methods, models
-from jaxcl.methods import Queue, Stash, Target, common
+from jaxcl import augment, experiment, methods, models
+from jaxcl.methods import Queue, Stash, Target, moco, momentum
 from jaxcl.methods.byol import symmetric_regression
 from jaxcl.methods.clip import WordTokenizer, captions
 
@@ -57,8 +57,9 @@ def make_batch(seed=0, h=SIZE):
 
 
 def build(name, **kwargs):
-  return methods.create(tiny_config(name), image_shape=(SIZE, SIZE, 1), num_classes=len(CLASSES),
-                        class_names=CLASSES, rngs=nnx.Rngs(0), **kwargs)
+  return experiment.parts.create_method(tiny_config(name), image_shape=(SIZE, SIZE, 1),
+                                       num_classes=len(CLASSES), class_names=CLASSES,
+                                       rngs=nnx.Rngs(0), **kwargs)
 
 
 def example_keys(step):
@@ -178,13 +179,13 @@ def test_sharded_loss_equals_single_device_loss(mesh):
 
 def test_ema_update_matches_hand_computation():
   online = models.ProjectionHead(4, hidden_dim=6, out_dim=3, rngs=nnx.Rngs(0))
-  target = common.make_target(online)
+  target = momentum.make_target(online)
   assert not jax.tree.leaves(nnx.state(target, nnx.Param))
   before = {p: np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(target, Target))}
   # Move the online weights, as an optimizer step would.
   params = nnx.state(online, nnx.Param)
   nnx.update(online, jax.tree.map(lambda x: x + 1.0, params))
-  common.ema_update(target, online, 0.9)
+  momentum.ema_update(target, online, 0.9)
   after = {p: np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(target, Target))}
   new_online = {p: np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(online, nnx.Param))}
   assert before.keys() == new_online.keys() and len(before) == 5
@@ -196,9 +197,9 @@ def test_cosine_momentum_schedule():
   base, total = 0.996, 100
   for k in (0, 10, 50, 99, 100):
     want = 1 - (1 - base) * (np.cos(np.pi * k / total) + 1) / 2
-    np.testing.assert_allclose(common.cosine_momentum(jnp.asarray(k), total, base), want, rtol=1e-6)
-  np.testing.assert_allclose(common.cosine_momentum(0, total, base), base, rtol=1e-7)
-  np.testing.assert_allclose(common.cosine_momentum(total, total, base), 1.0, rtol=1e-7)
+    np.testing.assert_allclose(momentum.cosine_momentum(jnp.asarray(k), total, base), want, rtol=1e-6)
+  np.testing.assert_allclose(momentum.cosine_momentum(0, total, base), base, rtol=1e-7)
+  np.testing.assert_allclose(momentum.cosine_momentum(total, total, base), 1.0, rtol=1e-7)
 
 
 def test_queue_push_fifo_unsharded_and_sharded(mesh):
@@ -206,11 +207,11 @@ def test_queue_push_fifo_unsharded_and_sharded(mesh):
   keys = 100 + np.arange(4, dtype=np.float32).reshape(2, 2)
   # One FIFO: newest first, the 2 oldest (last) rows replaced.
   want = np.concatenate([keys, queue[:6]])
-  np.testing.assert_array_equal(jax.jit(common.queue_push)(queue, keys), want)
+  np.testing.assert_array_equal(jax.jit(moco.queue_push)(queue, keys), want)
 
   big_q = np.arange(64, dtype=np.float32).reshape(32, 2)
   pushes = [1000 * (i + 1) + np.arange(32, dtype=np.float32).reshape(16, 2) for i in range(3)]
-  push = jax.jit(common.queue_push)
+  push = jax.jit(moco.queue_push)
   with jax.set_mesh(mesh):
     out = jax.device_put(big_q, P("data"))
     outs = []
@@ -276,8 +277,8 @@ def test_features_resize_and_eval_mode():
 def test_bf16_compute_keeps_f32_params_and_finite_loss():
   cfg = tiny_config("byol")
   cfg.model.dtype = "bfloat16"
-  method = methods.create(cfg, image_shape=(SIZE, SIZE, 1), num_classes=3, class_names=CLASSES,
-                          rngs=nnx.Rngs(0))
+  method = experiment.parts.create_method(cfg, image_shape=(SIZE, SIZE, 1), num_classes=3,
+                                         class_names=CLASSES, rngs=nnx.Rngs(0))
   method.recipe = light_recipe
   assert {p.dtype for p in jax.tree.leaves(nnx.state(method, nnx.Param))} == {jnp.dtype("float32")}
   assert method.projector.linears[0].dtype == jnp.bfloat16
@@ -298,28 +299,25 @@ def test_configs_and_errors():
   cfg = tiny_config("moco_v2")
   cfg.method.queue_size = 8
   with pytest.raises(ValueError, match="queue_size"):
-    methods.create(cfg, image_shape=(SIZE, SIZE, 1), num_classes=3, class_names=CLASSES,
+    experiment.parts.create_method(cfg, image_shape=(SIZE, SIZE, 1), num_classes=3, class_names=CLASSES,
                    rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="class name"):
-    methods.create(tiny_config("clip"), image_shape=(SIZE, SIZE, 1), num_classes=4,
+    experiment.parts.create_method(tiny_config("clip"), image_shape=(SIZE, SIZE, 1), num_classes=4,
                    class_names=CLASSES, rngs=nnx.Rngs(0))
 
 
 def test_readme_snippet_grad_on_a_mesh():
-  # The README's "use a method without the trainer" snippet, verbatim but for the sizes.
-  import ml_collections
+  # The manual's "use a method without the trainer" snippet, verbatim but for the sizes: a method is
+  # built from its own section and plain objects.
   from flax import nnx
   from jaxcl import augment, methods, models
 
-  config = ml_collections.ConfigDict(dict(
-      batch_size=16,
-      model=models.default_config("small_cnn"),
-      augment=augment.default_config("simclr", size=16),
-      method=methods.default_config("simclr"),
-  ))
-  config.method.proj_hidden_dim, config.method.proj_out_dim = 64, 32
-  method = methods.create(config, image_shape=(16, 16, 1), num_classes=10,
-                          class_names=[str(i) for i in range(10)], rngs=nnx.Rngs(0))
+  section = methods.default_config("simclr")
+  section.proj_hidden_dim, section.proj_out_dim = 64, 32
+  method = methods.create(
+      section, encoder=models.EncoderFactory(models.default_config("small_cnn")),
+      recipe=augment.view_recipe(augment.default_config("simclr", size=16)),
+      facts=methods.Facts(image_shape=(16, 16, 1)), rngs=nnx.Rngs(0))
   graphdef, params, sharded, rest = nnx.split(method, nnx.Param, (methods.Queue, methods.Stash), ...)
 
   mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
@@ -361,11 +359,11 @@ def test_shuffle_bn_permutation_is_a_bijection_and_unshuffling_restores_order(me
   key = jax.random.key(3)
 
   def shuffled(x):
-    return common.shuffle_across_devices(x, key, "data")[0]
+    return moco.shuffle_across_devices(x, key, "data")[0]
 
   def round_trip(x):
-    y, perm = common.shuffle_across_devices(x, key, "data")
-    return common.unshuffle_across_devices(y, perm, "data")
+    y, perm = moco.shuffle_across_devices(x, key, "data")
+    return moco.unshuffle_across_devices(y, perm, "data")
 
   out = np.asarray(_per_device(shuffled, mesh, rows))[:, 0].astype(int)
   assert sorted(out) == list(range(BATCH))                      # every row once: a bijection
@@ -387,7 +385,7 @@ def test_shuffle_bn_keys_equal_the_key_encoder_on_the_shuffled_global_batch(mesh
   got = np.asarray(_per_device(sharded, mesh, images, keys))
   # By hand: the same permutation of the global batch, 8 separate BatchNorm batches of 2 (per-device
   # BN in training mode), outputs put back at their original rows.
-  perm = jax.random.permutation(common.shared_key(keys, None, salt=1), BATCH)
+  perm = jax.random.permutation(moco.shared_key(keys, None, salt=1), BATCH)
   target = nnx.merge(graphdef, state, copy=True)
   per_device = [target.keys_of(chunk, None, axis_name=None) for chunk in jnp.split(images[perm], 8)]
   want = np.zeros_like(got)
@@ -402,5 +400,45 @@ def test_shuffle_bn_with_sync_bn_is_an_error():
   cfg = tiny_config("moco_v2")
   cfg.method.sync_bn = True
   with pytest.raises(ValueError, match="method.shuffle_bn"):
-    methods.create(cfg, image_shape=(SIZE, SIZE, 1), num_classes=3, class_names=CLASSES,
+    experiment.parts.create_method(cfg, image_shape=(SIZE, SIZE, 1), num_classes=3, class_names=CLASSES,
                    rngs=nnx.Rngs(0))
+
+
+def _section_only(name: str) -> tuple:
+  """``name``'s own section (a fresh, locked ConfigDict: nothing else of a config to reach) and the
+  plain objects a method is built from."""
+  from jaxcl.methods import cpc  # pylint: disable=g-import-not-at-top
+  section = methods.default_config(name)
+  experiment.shrink_heads(section)
+  if "queue_size" in section:
+    section.queue_size = 32
+  kind = methods.method_class(name).data_kind
+  facts = methods.Facts(image_shape=(SIZE, SIZE, 1), num_classes=3, class_names=CLASSES,
+                        global_batch_size=BATCH)
+  recipe = augment.view_recipe(augment.default_config("simclr", size=SIZE))
+  model = models.default_config("small_cnn")
+  if name == "ijepa":
+    model = models.default_config("vit_tiny")
+    model.update(patch_size=4, pool="mean", depth=1, width=16, heads=2)
+    section.update(predictor_width=16, predictor_depth=1, predictor_heads=2)
+  if kind == "sequence":
+    model, recipe = cpc.sequence_model_config(), None
+    model.update(widths=(8, 16), kernels=(4, 4), strides=(2, 2))  # tests/test_cpc.py's tiny encoder
+    section.update(crop_length=64)
+    facts = methods.Facts(image_shape=(128, 1), global_batch_size=BATCH)
+  if kind == "text":
+    model, recipe = models.default_config("text_transformer"), None
+    facts = methods.Facts(vocab_size=50, pad_id=0, max_length=8, global_batch_size=BATCH)
+  section.lock()
+  return section, dict(encoder=models.EncoderFactory(model), recipe=recipe, facts=facts)
+
+
+@pytest.mark.parametrize("name", methods.NAMES)
+def test_every_method_builds_from_its_own_section_and_plain_objects(name):
+  section, parts = _section_only(name)
+  cls = methods.method_class(name)
+  cls.check_config(section, model=parts["encoder"].config)
+  method = nnx.eval_shape(lambda: methods.create(section, rngs=nnx.Rngs(0), **parts))
+  assert type(method) is cls and cls.data_kind in methods.DATA_KINDS
+  assert isinstance(cls.reads_labels(section), bool)
+  assert cls.needs_queue == (name == "moco_v2")

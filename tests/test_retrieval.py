@@ -134,6 +134,12 @@ def test_own_pairs_train_mine_train_embed_search(tmp_path, capsys):
     assert 0 <= row["ndcg@10"] <= 1
   assert result["bm25"]["ndcg@10"] > 0.3  # docstring words are in the code
   assert result["examples_per_second"] > 0 and "images_per_second" not in result  # text pairs
+  # Every phase of the evaluation is timed (tokenizing, encoding, searching): they add up to the total.
+  seconds = {k: v for k, v in result["eval_seconds"].items() if k != "total"}
+  assert {"load and tokenize corpus and queries", "trained/encode corpus", "trained/search",
+          "random init/setup", "bm25/index and search", "other"} <= set(seconds)
+  assert sum(seconds.values()) == pytest.approx(result["eval_seconds"]["total"], abs=0.01 * len(seconds))
+  assert result["protocol"]["top_k"] == 100 and result["protocol"]["documents"] > 0
   out = capsys.readouterr().out
   assert "| BM25 (bm25s" in out and "NDCG@10" in out
 

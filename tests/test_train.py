@@ -46,7 +46,7 @@ def metrics(workdir):
 def test_bad_config_fails_before_anything_is_built(field, value, match, tmp_path, monkeypatch):
   def no_build(*args, **kwargs):
     raise AssertionError("the method was built (and would be compiled) before validation")
-  monkeypatch.setattr(experiment.run, "build_setup", no_build)
+  monkeypatch.setattr(experiment.parts, "build_setup", no_build)
   with pytest.raises(ValueError, match=match):
     experiment.train_and_evaluate(smoke_config(**{field: value}), str(tmp_path))
 
@@ -158,5 +158,9 @@ def test_final_evaluation_reports_each_phase_with_its_time(tmp_path, capsys):
       assert f"{rep}/{phase}" in saved
       assert f"eval: {rep}/{phase}:" in printed
   assert saved["total"] >= max(v for k, v in saved.items() if k != "total")
+  # Every phase is reported (loading, the baseline's setup, ...; "other" is the rest): they add up.
+  phases = {k: v for k, v in saved.items() if k != "total"}
+  assert {"load splits", "random init/setup", "other"} <= set(phases)
+  assert sum(phases.values()) == pytest.approx(saved["total"], abs=0.01 * len(phases))
   assert result["eval_seconds"] == saved
   assert 0.0 <= result["online_probe_acc"] <= 1.0  # logged by the step (online probe on by default)

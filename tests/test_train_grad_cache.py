@@ -31,7 +31,7 @@ class _NoBatchStatsEncoder(nnx.Module):
 
 
 def _simclr(config, info):
-  model = methods.create(config, image_shape=info.image_shape, num_classes=info.num_classes,
+  model = experiment.parts.create_method(config, image_shape=info.image_shape, num_classes=info.num_classes,
                          class_names=info.class_names, rngs=nnx.Rngs(0))
   model.encoder = _NoBatchStatsEncoder(info.image_shape[-1], nnx.Rngs(1))
   return model

@@ -22,13 +22,14 @@ from jaxcl.augment.color import (
 from jaxcl.augment.crop import crop_box, random_resized_crop, resized_crop
 from jaxcl.augment.masks import block_mask, jepa_masks
 from jaxcl.augment.ops import blur, gaussian_blur, random_apply, random_flip, solarize
-from jaxcl.augment.recipes import NAMES, Recipe, default_config, make_recipe
+from jaxcl.augment.recipes import NAMES, Recipe, ViewRecipe, default_config, make_recipe, view_recipe
 from jaxcl.augment.sequence import random_gain, random_window
 
 __all__ = [
-    "NAMES", "Recipe", "adjust_brightness", "adjust_contrast", "adjust_hue", "adjust_saturation",
+    "NAMES", "Recipe", "ViewRecipe", "adjust_brightness", "adjust_contrast", "adjust_hue",
+    "adjust_saturation",
     "block_mask", "blur", "color_jitter", "crop_box", "default_config", "gaussian_blur",
     "hsv_to_rgb", "jepa_masks", "make_recipe", "random_apply", "random_flip", "random_gain",
     "random_grayscale", "random_resized_crop", "random_window", "resized_crop", "rgb_to_grayscale",
-    "rgb_to_hsv", "solarize",
+    "rgb_to_hsv", "solarize", "view_recipe",
 ]

@@ -12,6 +12,7 @@ in their blur and solarize probabilities (BYOL's asymmetry); multi-crop adds ``n
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -183,3 +184,23 @@ def make_recipe(cfg: ml_collections.ConfigDict) -> Recipe:
     return jax.vmap(per_example)(keys, images.astype(jnp.float32))
 
   return recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewRecipe:
+  """A recipe with the facts a method needs about it: the global views' side and the local views.
+
+  Called as the recipe is: ``recipe(keys [B], images [B, H, W, C]) -> (view_1, ..., view_n)``.
+  """
+
+  views: Recipe
+  size: int  # side of the global views (the encoder's training resolution)
+  num_local: int = 0  # multi-crop's small views, after the global ones
+
+  def __call__(self, keys: jax.Array, images: jax.Array) -> tuple[jax.Array, ...]:
+    return self.views(keys, images)
+
+
+def view_recipe(cfg: ml_collections.ConfigDict) -> ViewRecipe:
+  """``make_recipe(cfg)`` with its global view size and number of local views (an ``augment`` config)."""
+  return ViewRecipe(make_recipe(cfg), size=int(cfg.size), num_local=int(cfg.get("num_local", 0)))

@@ -342,6 +342,19 @@ def _moments(x: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
   return mean, np.sqrt(sq / len(x))
 
 
+def describe_protocol(num_train: int) -> dict[str, object]:
+  """How ``fit_linear_probe``'s defaults fit ``num_train`` rows: the solver, how ``l2`` is chosen and
+  the grid it is chosen from (for a results file)."""
+  if num_train <= CV_MAX_EXAMPLES:
+    solver, selection = "L-BFGS (full batch)", "5-fold stratified cross-validation"
+  else:
+    solver = ("L-BFGS (chunked)" if num_train <= MINIBATCH_MIN_EXAMPLES
+              else "mini-batch Adam (30 epochs, cosine from 0.03)")
+    selection = "one stratified 10% validation split, early stopping"
+  return {"solver": solver, "l2_selection": selection, "l2_grid": list(DEFAULT_L2_GRID),
+          "standardize": True}
+
+
 def fit_linear_probe(
     train_feats: np.ndarray,
     train_labels: np.ndarray,

@@ -4,7 +4,7 @@ features, and of raw pixels (the floor every representation should beat), and th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -13,6 +13,19 @@ import numpy as np
 from jaxcl.evaluate.extract import extract_features
 from jaxcl.evaluate.knn import knn_accuracy
 from jaxcl.evaluate.linear import linear_probe
+
+
+def _untimed(name: str, fn: Callable[[], Any]) -> Any:
+  del name
+  return fn()
+
+
+def flat_pixels(images: np.ndarray) -> np.ndarray:
+  """Raw-pixel features [N, H*W*C]: flattened uint8 / 255, or floats as given (signals)."""
+  images = np.asarray(images)
+  x = images.reshape(len(images), -1).astype(np.float32)
+  return x / 255.0 if np.issubdtype(images.dtype, np.integer) else x
+
 
 def evaluate_features(
     train_feats: np.ndarray,
@@ -25,23 +38,31 @@ def evaluate_features(
     linear: bool = True,
     linear_kwargs: Mapping[str, Any] | None = None,
     num_classes: int | None = None,
+    extra_knn_k: int = 0,
+    mesh: jax.sharding.Mesh | None = None,
+    phase: Callable[[str, Callable[[], Any]], Any] = _untimed,
 ) -> dict[str, float]:
   """kNN (and, with ``linear=True``, linear-probe) accuracy of precomputed features.
 
+  Args:
+    extra_knn_k: > 0: also kNN with this k, under ``knn_k{extra_knn_k}``.
+    mesh: shards the kNN similarity over its devices (``knn_accuracy``).
+    phase: ``phase(name, fn)`` runs each part ("knn", "knn k=..", "linear probe") and returns its
+      result: a caller's clock (default: runs it).
+
   Returns:
-    ``{"knn": acc}`` or ``{"knn": acc, "linear": acc}``, accuracies in [0, 1].
+    ``{"knn": acc}`` or ``{"knn": acc, "linear": acc}`` (and ``knn_k<extra>``), accuracies in [0, 1].
   """
-  result = {
-      "knn": knn_accuracy(
-          train_feats, train_labels, test_feats, test_labels, k=knn_k,
-          temperature=knn_temperature, num_classes=num_classes,
-      )
-  }
+  knn = lambda k: (lambda: knn_accuracy(  # noqa: E731
+      train_feats, train_labels, test_feats, test_labels, k=k, temperature=knn_temperature,
+      num_classes=num_classes, mesh=mesh))
+  result = {"knn": phase("knn", knn(knn_k))}
+  if extra_knn_k:
+    result[f"knn_k{extra_knn_k}"] = phase(f"knn k={extra_knn_k}", knn(extra_knn_k))
   if linear:
-    result["linear"] = linear_probe(
+    result["linear"] = phase("linear probe", lambda: linear_probe(
         train_feats, train_labels, test_feats, test_labels, num_classes=num_classes,
-        **dict(linear_kwargs or {}),
-    )
+        **dict(linear_kwargs or {})))
   return result
 
 
@@ -95,14 +116,8 @@ def raw_pixel_baseline(
 
   The floor every learned representation should beat: on digits it is already strong.
   """
-
-  def flat(images):
-    images = np.asarray(images)
-    x = images.reshape(len(images), -1).astype(np.float32)
-    return x / 255.0 if np.issubdtype(images.dtype, np.integer) else x
-
   return evaluate_features(
-      flat(train[0]), train[1], flat(test[0]), test[1], knn_k=knn_k,
+      flat_pixels(train[0]), train[1], flat_pixels(test[0]), test[1], knn_k=knn_k,
       knn_temperature=knn_temperature, linear=linear, linear_kwargs=linear_kwargs,
       num_classes=num_classes,
   )

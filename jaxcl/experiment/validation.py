@@ -1,17 +1,19 @@
 """Checks an experiment config before anything is built or compiled.
 
-Every error a user can cause in a config is reported here, at once, as a ``ValueError`` that names the
-field and says how to fix it, instead of surfacing minutes later as a shape error inside XLA.
+Every error a user can cause in a config is reported before anything is built, as a ``ValueError``
+that names the field and says how to fix it, instead of surfacing minutes later as a shape error
+inside XLA. This module holds the checks that span sections (batch vs devices, crop vs image size,
+multi-crop vs encoder, data vs what the method declares) and the run's own sections (optim, train,
+eval); a method checks its own section (``Method.check_config``) and the models package its encoders'
+rules (``jaxcl.models.check_config``).
 """
 
 from __future__ import annotations
 
 import ml_collections
-import numpy as np
 
 from jaxcl import extras
 from jaxcl.models import pretrained
-from jaxcl.models.small_cnn import POOLS
 from jaxcl.train import optim
 
 from jaxcl.train.loop import ON_NONFINITE
@@ -32,128 +34,15 @@ def _get(config: ml_collections.ConfigDict, dotted: str, default=None):
   return node
 
 
-def _shown(value):
-  """A config value as a message shows it (a sub-config as a plain dict)."""
-  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
-
-
-def _check_loss(m: ml_collections.ConfigDict) -> bool:
-  """Builds the method's loss plug-in (``method.loss``, where the method has one) as the method will;
-  returns whether it reads labels."""
-  if "loss" not in m:
-    return False
-  from jaxcl import losses  # pylint: disable=g-import-not-at-top
-  from jaxcl.methods import common  # pylint: disable=g-import-not-at-top
-  try:
-    resolved = common.two_view_objective(m)  # exactly as the method will build it
-  except losses.registry.LossSpecError as err:
-    _fail(f"method.{err.field}", _shown(m.get(err.field)), str(err))
-  # The losses check their hyperparameters when called: call it once on 4 tiny rows (milliseconds)
-  # so a bad value is reported now, not after the train step has been traced and compiled.
-  z = np.linspace(-1.0, 1.0, 32, dtype=np.float32).reshape(4, 8)
-  try:
-    resolved.fn(z, z[::-1] + 0.5, np.array([0, 0, 1, 1], np.int32))
-  except ValueError as err:
-    kwargs = m.get("loss_kwargs") or {}
-    field = "temperature" if "temperature" in str(err) and "temperature" not in kwargs \
-        else "loss_kwargs"
-    _fail(f"method.{field}", _shown(m.get(field)), f"loss {m.loss!r}: {err}")
-  return resolved.needs_labels
-
-
-#: The methods that train on multi-crop's extra local views (augment.num_local).
-MULTI_CROP_METHODS = ("simclr", "supcon", "metric_learning", "byol", "dino")
-
-
-def _check_method(m: ml_collections.ConfigDict) -> None:
-  """The hyperparameters every method shares, by name."""
-  if "temperature" in m and not m.temperature > 0:
-    _fail("method.temperature", m.temperature, "must be > 0 (0.1-0.5 is usual).")
-  if "momentum" in m and not 0 <= m.momentum <= 1:
-    _fail("method.momentum", m.momentum, "the EMA decay must be in [0, 1] (0.99-0.999 is usual).")
-  if "distance" in m and m.distance not in ("cosine", "euclidean"):
-    _fail("method.distance", m.distance, "use 'cosine' (L2-normalised embeddings) or 'euclidean'.")
-  from jaxcl.methods import common  # pylint: disable=g-import-not-at-top
-  if "momentum_schedule" in m and m.momentum_schedule not in common.MOMENTUM_SCHEDULES:
-    _fail("method.momentum_schedule", m.momentum_schedule, "use 'cosine' (BYOL), 'constant' (MoCo v2) "
-          "or 'linear' (I-JEPA).")
-  for field in ("proj_hidden_dim", "proj_out_dim", "pred_hidden_dim", "embed_dim", "queue_size",
-                "text_width", "text_depth", "text_heads", "proj_layers", "out_dim", "head_hidden_dim",
-                "head_bottleneck_dim", "head_layers"):
-    if field in m and (not isinstance(m[field], int) or m[field] <= 0):
-      _fail(f"method.{field}", m[field], "must be a positive integer.")
-  for field in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
-    if field in m and not m[field] > 0:
-      _fail(f"method.{field}", m[field], "must be > 0 (DINO: student 0.1, teacher 0.04-0.07).")
-  if "center_momentum" in m and not 0 <= m.center_momentum < 1:
-    _fail("method.center_momentum", m.center_momentum, "the centre's EMA decay must be in [0, 1) "
-          "(DINO: 0.9).")
-  for field in ("teacher_temp_warmup_steps", "freeze_last_layer_steps"):
-    if field in m and (not isinstance(m[field], int) or m[field] < 0):
-      _fail(f"method.{field}", m[field], "must be an integer >= 0 (0: off).")
-
-
-def _check_ijepa(config: ml_collections.ConfigDict) -> None:
-  """I-JEPA's needs: a mean-pooled ViT, a patch grid that holds its blocks, one view, valid ranges."""
-  name = str(_get(config, "model.name", ""))
-  if not name.startswith("vit"):
-    _fail("model.name", name, "method ijepa predicts patch representations: use a ViT (vit_tiny, "
-          "vit_small, vit_base).")
-  if config.model.pool != "mean":
-    _fail("model.pool", config.model.pool, "ijepa evaluates the mean of the target encoder's patch "
-          "tokens and never trains a CLS token; set model.pool='mean'.")
-  size, patch = config.augment.size, config.model.patch_size
-  if size % patch:
-    _fail("augment.size", size, f"ijepa cuts the view into model.patch_size={patch} px patches; use a "
-          f"multiple of {patch}.")
-  if size // patch < 4:
-    _fail("model.patch_size", patch, f"augment.size={size} gives a {size // patch}x{size // patch} "
-          f"grid of patches; I-JEPA's target and context blocks need at least 4x4: use a patch size of "
-          f"at most {size // 4}.")
-  if _get(config, "augment.num_local", 0):
-    _fail("augment.num_local", config.augment.num_local, "ijepa trains on one view (the crop) and "
-          "masks it; set augment.num_local=0.")
-  m = config.method
-  for field in ("num_targets", "predictor_width", "predictor_depth", "predictor_heads"):
-    if not isinstance(m[field], int) or m[field] <= 0:
-      _fail(f"method.{field}", m[field], "must be a positive integer.")
-  if m.predictor_width % 4 or m.predictor_width % m.predictor_heads:
-    _fail("method.predictor_width", m.predictor_width, f"must be a multiple of 4 (2-D sin-cos "
-          f"positions) and of method.predictor_heads={m.predictor_heads}.")
-  for field, high in (("target_scale", 1.0), ("context_scale", 1.0), ("target_aspect_ratio", None),
-                      ("context_aspect_ratio", None)):
-    lo_hi = tuple(m[field])
-    if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] or (high and lo_hi[1] > high):
-      _fail(f"method.{field}", lo_hi, "must be a pair (min, max) with 0 < min <= max"
-            + (" <= 1 (a fraction of the image)." if high else " (height / width)."))
-
-
-def _check_text(config: ml_collections.ConfigDict, check_data: bool) -> None:
-  """The text methods' fields: the tower, the negatives, the tokenizer's length, the dataset."""
+def _check_text_model_and_data(config: ml_collections.ConfigDict, check_data: bool) -> None:
+  """A text run's data: tokens per text, a pretrained tower's folder against it, and (``check_data``)
+  a prepared text dataset with queries."""
+  d = config.data
   extras.check("text", "text retrieval")  # first: nothing else matters without the tokenizer
-  m, d = config.method, config.data
-  if _get(config, "model.name") not in ("text_transformer", "bert"):
-    _fail("model.name", _get(config, "model.name"), "method 'retrieval' trains text towers; set "
-          "config.model = jaxcl.models.default_config('text_transformer') (from scratch) or "
-          "default_config('bert') with model.pretrained (a pretrained folder).")
-  if not m.temperature > 0:
-    _fail("method.temperature", m.temperature, "must be > 0 (0.05 is usual for retrievers).")
-  if m.num_negatives < 0:
-    _fail("method.num_negatives", m.num_negatives, "must be >= 0 (0: in-batch negatives only).")
-  if m.projection_dim < 0:
-    _fail("method.projection_dim", m.projection_dim, "must be >= 0 (0: no projection).")
-  if m.loss_block_size < 0:
-    _fail("method.loss_block_size", m.loss_block_size, "must be >= 0 (0: the exact dense loss).")
   if not isinstance(d.max_length, int) or d.max_length < 2:
     _fail("data.max_length", d.max_length, "tokens per text must be >= 2 ([CLS] and [SEP]).")
-  dims = tuple(m.get("matryoshka_dims", ()))
-  if dims and (len(set(dims)) != len(dims) or min(dims) < 1):
-    _fail("method.matryoshka_dims", dims, "give distinct positive prefix sizes, e.g. (384, 128, 64), "
-          "or () for none.")
-  if _get(config, "model.name") == "bert":
+  if _get(config, "model.name") == "bert":  # the folder against the data and the method
     _check_pretrained(config)
-  elif _get(config, "model.pool") not in ("mean", "cls"):
-    _fail("model.pool", config.model.pool, "a text tower pools with 'mean' or 'cls'.")
   if not check_data:
     return
   from jaxcl import data  # pylint: disable=g-import-not-at-top
@@ -163,8 +52,9 @@ def _check_text(config: ml_collections.ConfigDict, check_data: bool) -> None:
   except (FileNotFoundError, ValueError, KeyError) as err:
     raise ValueError(f"config.data.name={d.name!r}: {err}") from err
   if not text:
-    _fail("data.name", d.name, "method 'retrieval' trains on a text dataset: 'stdlib_code', or your "
-          "pairs prepared with `jaxcl prepare-data --from_pairs FILE --name NAME`.")
+    _fail("data.name", d.name, f"method {config.method.name!r} trains on a text dataset: "
+          "'stdlib_code', or your pairs prepared with `jaxcl prepare-data --from_pairs FILE --name "
+          "NAME`.")
   if not getattr(info, f"num_{d.eval_split}", 0):
     _fail("data.eval_split", d.eval_split, f"{d.name!r} has no queries in that split ({info}); "
           "use 'test' or 'validation'.")
@@ -198,6 +88,11 @@ def _check_pretrained(config: ml_collections.ConfigDict) -> None:
             f"{folder.config['hidden_size']} dimensions; every prefix must be <= that.")
 
 
+def _kind_names(kind: str) -> tuple[str, ...]:
+  from jaxcl import methods  # pylint: disable=g-import-not-at-top
+  return tuple(n for n in methods.names() if methods.method_class(n).data_kind == kind)
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_count: int = 1,
              check_data: bool = True) -> None:
   """Raises ValueError naming the field and the fix for the first bad setting found.
@@ -214,9 +109,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
             "a file in configs/ (they all have seed, batch_size, steps, data, augment, model, method, "
             "optim, train, eval).")
 
-  from jaxcl import methods  # pylint: disable=g-import-not-at-top
-  if config.method.name not in methods.NAMES:
-    _fail("method.name", config.method.name, f"unknown method; use one of {tuple(methods.NAMES)}.")
+  from jaxcl import methods, models  # pylint: disable=g-import-not-at-top
+  if config.method.name not in methods.names():
+    _fail("method.name", config.method.name, f"unknown method; use one of {methods.names()}.")
+  # The method checks its own section (and what it needs of its encoder and views).
+  method = methods.method_class(config.method.name)
 
   batch = config.batch_size
   if not isinstance(batch, int) or batch <= 0:
@@ -294,24 +191,21 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   if e.knn_every < 0:
     _fail("eval.knn_every", e.knn_every, "must be >= 0 (0: only at the end).")
 
-  _check_method(config.method)
-  needs_labels = _check_loss(config.method)
+  method.check_config(config.method, model=config.model, augment=config.augment)
+  models.check_config(config.model)
+  needs_labels = method.reads_labels(config.method)
   per_class = _get(config, "data.examples_per_class", 0)
   if per_class and (per_class < 2 or batch % per_class):
     _fail("data.examples_per_class", per_class, f"must be >= 2 (each anchor needs a positive) and divide "
           f"batch_size={batch}, or 0 to turn the class-balanced batches off.")
 
-  if config.method.name == "ijepa":
-    _check_ijepa(config)
   cnn_pool = _get(config, "model.pool", "mean") if _get(config, "model.name", "") == "small_cnn" else None
-  if cnn_pool is not None and cnn_pool not in POOLS:
-    _fail("model.pool", cnn_pool, f"small_cnn pools with one of {POOLS}: 'mean' (global average) or "
-          "'flatten' (the last feature map as it is).")
   local = _get(config, "augment.num_local", 0)
   if local:
-    if config.method.name not in MULTI_CROP_METHODS:
-      _fail("augment.num_local", local, f"method {config.method.name!r} trains on two views only; "
-            f"multi-crop works with {MULTI_CROP_METHODS}. Set augment.num_local=0.")
+    if not method.multi_crop:
+      multi = tuple(n for n in methods.names() if methods.method_class(n).multi_crop)
+      _fail("augment.num_local", local, f"method {config.method.name!r} does not train on multi-crop's "
+            f"local views; multi-crop works with {multi}. Set augment.num_local=0.")
     if _get(config, "augment.local_size", 0) >= _get(config, "augment.size", 0):
       _fail("augment.local_size", config.augment.local_size, f"local crops must be smaller than the "
             f"global ones (augment.size={config.augment.size}).")
@@ -330,9 +224,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   if seen < 0:
     _fail("data.train_classes", seen, "must be >= 0 (0: train on every class).")
 
-  from jaxcl import methods as methods_lib  # pylint: disable=g-import-not-at-top
-  if config.method.name in methods_lib.TEXT_METHODS:
-    _check_text(config, check_data)
+  if method.data_kind == "text":
+    _check_text_model_and_data(config, check_data)
     return
   crop = _get(config, "augment.size")
   image_size = _get(config, "data.image_size")
@@ -340,17 +233,17 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     from jaxcl import data  # pylint: disable=g-import-not-at-top
     if data.text.is_text_dataset(config.data):
       _fail("method.name", config.method.name, f"{config.data.name!r} is a text dataset; train it "
-            f"with method {methods_lib.TEXT_METHODS[0]!r} (configs/retrieval_stdlib_code.py).")
+            f"with a text method {_kind_names('text')} (configs/retrieval_stdlib_code.py).")
     try:
       info = data.info(config.data)
     except (FileNotFoundError, ValueError, KeyError) as err:
       raise ValueError(f"config.data.name={config.data.name!r}: {err}") from err
     sequences = len(info.image_shape) == 2  # [T, C] signals
-    if sequences != (config.method.name == "cpc"):
+    if sequences != (method.data_kind == "sequence"):
       _fail("method.name", config.method.name, f"{config.data.name!r} holds "
             f"{'sequences' if sequences else 'images'} of shape {tuple(info.image_shape)}; "
-            + ("train them with method 'cpc'." if sequences else
-               "method 'cpc' needs a sequence dataset (data.name='plaid')."))
+            + (f"train them with a sequence method {_kind_names('sequence')}." if sequences else
+               f"method {config.method.name!r} needs a sequence dataset (data.name='plaid')."))
     crop = None if sequences else crop  # the sequence methods crop their own windows
     image_size = image_size or min(info.image_shape[:2])
     if seen and not 2 <= seen <= info.num_classes - 2:

@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxcl import losses
-from jaxcl.methods import common
+from jaxcl import augment, losses, models
+from jaxcl.methods import heads
+from jaxcl.methods.base import Facts
+from jaxcl.methods.image import ImageMethod, global_mean, two_views, view_metrics
 from jaxcl.methods.momentum import MomentumMethod
 
 
@@ -59,27 +61,25 @@ def symmetric_regression(loss_fn, p1, p2, z1, z2, axis_name):
   """
   sg = jax.lax.stop_gradient
   local = loss_fn(p1, sg(z2)) + loss_fn(p2, sg(z1))
-  return common.global_mean(local, axis_name)
+  return global_mean(local, axis_name)
 
 
 class BYOL(MomentumMethod):
   """Online encoder/projector/predictor regressing an EMA target (see module docstring)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
-               rngs: nnx.Rngs):
-    super().__init__(config, image_shape=image_shape, rngs=rngs, use_predictor=True)
+  multi_crop = True
 
   def loss(self, batch, *, axis_name=None):
     if self.num_local:
       return self.multi_crop_loss(batch, axis_name=axis_name)
-    v1, v2 = common.two_views(self.recipe, batch)
+    v1, v2 = two_views(self.recipe, batch)
     x = jnp.concatenate([v1, v2])
     _, p = self.online(x, axis_name=axis_name)
     t1, t2 = jnp.split(self.target(x, axis_name=axis_name), 2)
     p1, p2 = jnp.split(p, 2)
     # BYOL's total loss is L + L~ (the two directions summed), eq. 2.
     loss = symmetric_regression(losses.byol_loss, p1, p2, t1, t2, axis_name)
-    return loss, common.view_metrics(p1, t2, axis_name)
+    return loss, view_metrics(p1, t2, axis_name)
 
   def multi_crop_loss(self, batch, *, axis_name=None):
     """Multi-crop BYOL: the target sees the global views only; every view's prediction regresses the
@@ -89,27 +89,27 @@ class BYOL(MomentumMethod):
       return self.predictor(z, train=True, axis_name=bn)
 
     views = self.recipe(batch["key"], batch["image"])
-    (p1, p2), local, _ = self.multi_crop(views, online, axis_name)
+    (p1, p2), local, _ = self.multi_crop_pass(views, online, axis_name)
     t1, t2 = jnp.split(self.target(jnp.concatenate(views[:2]), axis_name=axis_name), 2)
     sg = jax.lax.stop_gradient
     pairs = [(p1, t2), (p2, t1)] + [(p, t) for p in local for t in (t1, t2)]
     local_loss = sum(losses.byol_loss(p, sg(t)) for p, t in pairs) * 2 / len(pairs)
-    return common.global_mean(local_loss, axis_name), common.view_metrics(p1, t2, axis_name)
+    return global_mean(local_loss, axis_name), view_metrics(p1, t2, axis_name)
 
 
-class SimSiam(common.ImageMethod):
+class SimSiam(ImageMethod):
   """Encoder/projector/predictor with stop-gradient, no target network (see module docstring)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
-               rngs: nnx.Rngs):
-    super().__init__(config, image_shape=image_shape, rngs=rngs)
-    mcfg = config.method
-    dt = common.model_dtypes(config)
-    self.projector = common.projector(self.encoder.out_dim, mcfg, dt, rngs)
-    self.predictor = common.predictor(mcfg.proj_out_dim, mcfg, dt, rngs)
+  def __init__(self, method_config: ml_collections.ConfigDict, *, encoder: models.EncoderFactory,
+               recipe: augment.ViewRecipe, facts: Facts, rngs: nnx.Rngs):
+    super().__init__(method_config, encoder=encoder, recipe=recipe, facts=facts, rngs=rngs)
+    mcfg = method_config
+    dt = encoder.dtypes
+    self.projector = heads.projector(self.encoder.out_dim, mcfg, dt, rngs)
+    self.predictor = heads.predictor(mcfg.proj_out_dim, mcfg, dt, rngs)
 
   def loss(self, batch, *, axis_name=None):
-    v1, v2 = common.two_views(self.recipe, batch)
+    v1, v2 = two_views(self.recipe, batch)
     bn = self.bn_axis(axis_name)
     z = self.projector(self.encoder(jnp.concatenate([v1, v2]), train=True, axis_name=bn),
                        train=True, axis_name=bn)
@@ -118,4 +118,4 @@ class SimSiam(common.ImageMethod):
     p1, p2 = jnp.split(p, 2)
     # SimSiam's L = D(p1, sg z2) / 2 + D(p2, sg z1) / 2.
     loss = 0.5 * symmetric_regression(losses.negative_cosine, p1, p2, z1, z2, axis_name)
-    return loss, common.view_metrics(z1, z2, axis_name)
+    return loss, view_metrics(z1, z2, axis_name)

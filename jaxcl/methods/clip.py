@@ -30,8 +30,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxcl import losses, models
-from jaxcl.methods import common
+from jaxcl import augment, losses, models
+from jaxcl.methods.base import Facts
+from jaxcl.methods.image import ImageMethod, global_mean
 
 PAD, EOS, UNK = 0, 1, 2
 
@@ -120,34 +121,36 @@ def captions(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
   return [t.format(class_words(name)) for name in class_names for t in templates]
 
 
-class CLIP(common.ImageMethod):
+class CLIP(ImageMethod):
   """Image and text towers trained with CLIP's contrastive loss on class-name captions, or on a
   dataset's own captions (``vocab_size > 0``; module doc)."""
 
   uses_labels = True
+  reads_captions = True
   sigmoid = False
 
-  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
-               num_classes: int, class_names: Sequence[str], rngs: nnx.Rngs, vocab_size: int = 0,
-               pad_id: int = 0):
+  def __init__(self, method_config: ml_collections.ConfigDict, *, encoder: models.EncoderFactory,
+               recipe: augment.ViewRecipe, facts: Facts, rngs: nnx.Rngs):
     """Builds both towers.
 
     Args:
-      config: the experiment config (``method``, ``model``, ``augment``; ``data.max_length`` with
-        captions).
-      image_shape: (H, W, C) of the stored images.
-      num_classes / class_names: the classes the prompt captions are made from.
+      method_config: the method's section (``embed_dim``, ``text_*``, ``caption_templates``, ...).
+      encoder: builds the image encoder; its ``dtypes`` are the text tower's too.
+      recipe: the view recipe (one view is used).
+      facts: ``image_shape``; ``num_classes`` / ``class_names``, the classes the prompt captions are
+        made from; with a captioned dataset ``vocab_size`` > 0 (the tokenizer's; the text tower then
+        reads ``batch["caption_ids"]``, ``max_length`` tokens, instead of class prompts) and
+        ``pad_id``.
       rngs: initialisation keys.
-      vocab_size: > 0 for a captioned dataset: the tokenizer's vocabulary size; the text tower then
-        reads ``batch["caption_ids"]`` (``data.max_length`` tokens) instead of class prompts.
-      pad_id: the tokenizer's padding id (with ``vocab_size``).
     """
-    super().__init__(config, image_shape=image_shape, rngs=rngs)
-    mcfg = config.method
-    self.captioned = vocab_size > 0
+    super().__init__(method_config, encoder=encoder, recipe=recipe, facts=facts, rngs=rngs)
+    mcfg = method_config
+    num_classes, class_names = facts.num_classes, facts.class_names
+    self.captioned = facts.vocab_size > 0
+    dt = encoder.dtypes
     if self.captioned:
-      self._init_towers(config, vocab_size=vocab_size, max_len=int(config.data.max_length),
-                        pad_id=pad_id, rngs=rngs)
+      self._init_towers(mcfg, dt, vocab_size=facts.vocab_size, max_len=int(facts.max_length),
+                        pad_id=facts.pad_id, rngs=rngs)
       self.num_classes, self.num_templates = num_classes, 0
       self.captions, self.tokenizer_vocab, self.caption_tokens = (), (), ()
       return
@@ -165,14 +168,12 @@ class CLIP(common.ImageMethod):
     self.tokenizer_vocab = WordTokenizer(self.captions).vocab
     # A tuple keeps the token table static (hashable) in the graph definition.
     self.caption_tokens = tuple(map(tuple, WordTokenizer(self.captions)(self.captions).tolist()))
-    self._init_towers(config, vocab_size=len(self.tokenizer_vocab),
+    self._init_towers(mcfg, dt, vocab_size=len(self.tokenizer_vocab),
                       max_len=len(self.caption_tokens[0]), pad_id=PAD, rngs=rngs)
 
-  def _init_towers(self, config: ml_collections.ConfigDict, *, vocab_size: int, max_len: int,
+  def _init_towers(self, mcfg: ml_collections.ConfigDict, dt: dict, *, vocab_size: int, max_len: int,
                    pad_id: int, rngs: nnx.Rngs) -> None:
     """The text tower, both projections, the logit scale and the loss's block size."""
-    mcfg = config.method
-    dt = common.model_dtypes(config)
     self.text = models.TextTransformer(
         vocab_size=vocab_size, max_len=max_len, width=mcfg.text_width, depth=mcfg.text_depth,
         heads=mcfg.text_heads, causal=mcfg.text_causal, pool=mcfg.text_pool, pad_id=pad_id,
@@ -249,7 +250,7 @@ class CLIP(common.ImageMethod):
         losses.l2_normalize(table).reshape(self.num_classes, self.num_templates, -1).mean(1))
     hits = jnp.argmax(jax.lax.stop_gradient(img) @ classes.T, axis=-1) == labels
     metrics = dict(
-        zero_shot_top1=common.global_mean(jnp.mean(hits.astype(jnp.float32)), axis_name),
+        zero_shot_top1=global_mean(jnp.mean(hits.astype(jnp.float32)), axis_name),
         logit_scale=self.logit_scale(),
         embedding_std=losses.embedding_std(jax.lax.stop_gradient(img), axis_name=axis_name),
     )
@@ -273,12 +274,9 @@ class SigLIP(CLIP):
 
   sigmoid = True
 
-  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
-               num_classes: int, class_names: Sequence[str], rngs: nnx.Rngs, vocab_size: int = 0,
-               pad_id: int = 0):
-    super().__init__(config, image_shape=image_shape, num_classes=num_classes,
-                     class_names=class_names, rngs=rngs, vocab_size=vocab_size, pad_id=pad_id)
-    self.logit_bias = nnx.Param(jnp.asarray(config.method.init_logit_bias, jnp.float32))
+  def __init__(self, method_config: ml_collections.ConfigDict, **parts):
+    super().__init__(method_config, **parts)
+    self.logit_bias = nnx.Param(jnp.asarray(method_config.init_logit_bias, jnp.float32))
 
   def _pair_loss(self, img, txt, axis_name, image_keys=None):
     del image_keys  # the sigmoid loss has no mask (module doc)

@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxcl import augment, losses
-from jaxcl.methods.base import Method
-from jaxcl.models.sequence import CausalTransformerContext, Conv1DEncoder, GRUContext
+from jaxcl import augment, losses, models
+from jaxcl.methods.base import Facts, Method, bad_field
+from jaxcl.models.sequence import CausalTransformerContext, GRUContext
 
 INPUT_TRANSFORMS = ("symlog", "none")
 CONTEXTS = ("gru", "transformer")
@@ -65,25 +65,31 @@ class CPC(Method):
   """Encoder + context network (GRU or causal transformer) + K linear predictors, trained with CPC's
   InfoNCE."""
 
-  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, ...],
-               rngs: nnx.Rngs):
+  data_kind = "sequence"
+
+  def __init__(self, method_config: ml_collections.ConfigDict, *, encoder: models.EncoderFactory,
+               recipe: None = None, facts: Facts, rngs: nnx.Rngs):
+    """Builds the networks.
+
+    Args:
+      method_config: CPC's section (``default_config``).
+      encoder: builds the 1-D convolutional encoder (``encoder.sequence_encoder``).
+      recipe: unused: CPC crops its own windows.
+      facts: ``image_shape`` is (T, C) of the stored sequences.
+      rngs: initialisation keys.
+    """
+    del recipe
+    image_shape = tuple(facts.image_shape)
     if len(image_shape) != 2:
-      raise ValueError(f"method.name='cpc' trains on sequences [T, C]; {config.data.name!r} holds "
-                       f"images {tuple(image_shape)}. Use a sequence dataset (data.name='plaid').")
-    m, mc = config.method, config.model
-    if m.input_transform not in INPUT_TRANSFORMS:
-      raise ValueError(f"method.input_transform={m.input_transform!r}: use one of {INPUT_TRANSFORMS}.")
+      raise ValueError(f"method.name='cpc' trains on sequences [T, C]; the dataset holds images "
+                       f"{image_shape}. Use a sequence dataset (data.name='plaid').")
+    m = method_config
+    self.check_config(m)
     context = m.get("context", "gru")
-    if context not in CONTEXTS:
-      raise ValueError(f"method.context={context!r}: use one of {CONTEXTS}.")
-    if context == "transformer" and (m.context_dim % 2 or m.context_dim % m.context_heads):
-      raise ValueError(f"method.context_dim={m.context_dim} must be even and divisible by "
-                       f"method.context_heads={m.context_heads}; change one of them.")
     self.crop_length, self.horizons = int(m.crop_length), int(m.prediction_steps)
     self.gain = tuple(float(g) for g in m.gain)
     self.input_transform = str(m.input_transform)
-    self.encoder = Conv1DEncoder(int(image_shape[1]), widths=mc.widths, kernels=mc.kernels,
-                                 strides=mc.strides, rngs=rngs)
+    self.encoder = encoder.sequence_encoder(in_channels=int(image_shape[1]), rngs=rngs)
     steps = self.encoder.steps(self.crop_length)
     if not 0 < self.horizons < steps:
       raise ValueError(f"method.prediction_steps={self.horizons}: a window of {self.crop_length} "
@@ -99,6 +105,22 @@ class CPC(Method):
                                               depth=int(m.context_depth), heads=int(m.context_heads),
                                               rngs=rngs)
     self.predictors = nnx.Linear(int(m.context_dim), self.horizons * self.encoder.out_dim, rngs=rngs)
+
+  @classmethod
+  def check_config(cls, method_config, *, model=None, augment=None):
+    super().check_config(method_config, model=model, augment=augment)
+    m = method_config
+    if m.input_transform not in INPUT_TRANSFORMS:
+      raise ValueError(f"method.input_transform={m.input_transform!r}: use one of {INPUT_TRANSFORMS}.")
+    context = m.get("context", "gru")
+    if context not in CONTEXTS:
+      raise ValueError(f"method.context={context!r}: use one of {CONTEXTS}.")
+    if context == "transformer" and (m.context_dim % 2 or m.context_dim % m.context_heads):
+      raise ValueError(f"method.context_dim={m.context_dim} must be even and divisible by "
+                       f"method.context_heads={m.context_heads}; change one of them.")
+    if model is not None and model.get("name") != "conv1d":
+      bad_field("model.name", model.get("name"), "cpc encodes signals with a 1-D convolution: set "
+                "model = jaxcl.methods.cpc.sequence_model_config().")
 
   def _prepare(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)

@@ -22,8 +22,10 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from jaxcl import losses, models
-from jaxcl.methods import common
+from jaxcl import augment, losses, models
+from jaxcl.methods.base import PROBE_FEATURES, Facts, bad_field
+from jaxcl.methods.image import ImageMethod, resize_images
+from jaxcl.methods.momentum import check_momentum, ema_update, make_target, target_momentum
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -84,33 +86,50 @@ def collapse_monitors(student: jax.Array, teacher: jax.Array, center: jax.Array,
               kl_teacher_student=c.global_mean(kl, axis_name))
 
 
-class DINO(common.ImageMethod):
+class DINO(ImageMethod):
   """Student and EMA teacher with the DINO head, centring and sharpening (see module docstring)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
-               rngs: nnx.Rngs):
-    super().__init__(config, image_shape=image_shape, rngs=rngs)
-    m = config.method
+  multi_crop = True
+
+  def __init__(self, method_config: ml_collections.ConfigDict, *, encoder: models.EncoderFactory,
+               recipe: augment.ViewRecipe, facts: Facts, rngs: nnx.Rngs):
+    super().__init__(method_config, encoder=encoder, recipe=recipe, facts=facts, rngs=rngs)
+    m = method_config
     self.head = models.DINOHead(
         self.encoder.out_dim, hidden_dim=m.head_hidden_dim, bottleneck_dim=m.head_bottleneck_dim,
         out_dim=m.out_dim, num_layers=m.head_layers, use_bn=m.head_bn,
-        norm_last_layer=m.norm_last_layer, rngs=rngs, **common.model_dtypes(config))
-    self.target_encoder = common.make_target(self.encoder)
-    self.target_head = common.make_target(self.head)
+        norm_last_layer=m.norm_last_layer, rngs=rngs, **encoder.dtypes)
+    self.target_encoder = make_target(self.encoder)
+    self.target_head = make_target(self.head)
     self.center = Center(jnp.zeros((m.out_dim,), jnp.float32))
     self.clock = Clock(jnp.zeros((), jnp.int32))
     self.student_temp = float(m.student_temp)
     self.teacher_temps = (float(m.warmup_teacher_temp), float(m.teacher_temp),
                           int(m.teacher_temp_warmup_steps))  # (start, end, warm-up steps)
     self.center_momentum = float(m.center_momentum)
-    self.tau = common.target_momentum(m)
+    self.tau = target_momentum(m)
     self.freeze_last_layer_steps = int(m.freeze_last_layer_steps)
+
+  @classmethod
+  def check_config(cls, method_config, *, model=None, augment=None):
+    super().check_config(method_config, model=model, augment=augment)
+    m = method_config
+    check_momentum(m)
+    for field in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+      if not m[field] > 0:
+        bad_field(f"method.{field}", m[field], "must be > 0 (DINO: student 0.1, teacher 0.04-0.07).")
+    if not 0 <= m.center_momentum < 1:
+      bad_field("method.center_momentum", m.center_momentum, "the centre's EMA decay must be in "
+                "[0, 1) (DINO: 0.9).")
+    for field in ("teacher_temp_warmup_steps", "freeze_last_layer_steps"):
+      if not isinstance(m[field], int) or m[field] < 0:
+        bad_field(f"method.{field}", m[field], "must be an integer >= 0 (0: off).")
 
   def loss(self, batch, *, axis_name=None):
     step = self.clock[...]
     frozen = step < self.freeze_last_layer_steps
     views = self.recipe(batch["key"], batch["image"])
-    (s1, s2), local, _ = self.multi_crop(
+    (s1, s2), local, _ = self.multi_crop_pass(
         views, lambda h, bn: self.head(h, train=True, axis_name=bn, freeze_last_layer=frozen),
         axis_name)
     bn = self.bn_axis(axis_name)
@@ -130,13 +149,13 @@ class DINO(common.ImageMethod):
                    embedding_std=losses.embedding_std(jax.lax.stop_gradient(h_t), axis_name=axis_name),
                    teacher_temperature=temps["teacher_temperature"])
     if self.hand_over_features:  # the teacher's, which evaluation uses (see jaxcl.methods.base)
-      metrics[common.PROBE_FEATURES] = jnp.stack(jnp.split(jax.lax.stop_gradient(h_t), 2), axis=1)
+      metrics[PROBE_FEATURES] = jnp.stack(jnp.split(jax.lax.stop_gradient(h_t), 2), axis=1)
     return loss, metrics
 
   def after_step(self, *, step, total_steps):
     tau = self.tau(step, total_steps)
-    common.ema_update(self.target_encoder, self.encoder, tau)
-    common.ema_update(self.target_head, self.head, tau)
+    ema_update(self.target_encoder, self.encoder, tau)
+    ema_update(self.target_head, self.head, tau)
     self.clock[...] = jnp.asarray(step, jnp.int32) + 1
 
   def evaluated_encoder(self) -> nnx.Module:
@@ -144,4 +163,4 @@ class DINO(common.ImageMethod):
 
   def features(self, images: jax.Array) -> jax.Array:
     """The teacher's encoder features [B, out_dim] in eval mode (the paper evaluates the teacher)."""
-    return self.target_encoder(common.resize_images(images, self.view_size), train=False)
+    return self.target_encoder(resize_images(images, self.view_size), train=False)

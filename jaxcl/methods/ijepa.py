@@ -27,7 +27,9 @@ import ml_collections
 from flax import nnx
 
 from jaxcl import augment, losses, models
-from jaxcl.methods import common
+from jaxcl.methods.base import PROBE_FEATURES, Facts, bad_field
+from jaxcl.methods.image import ImageMethod, resize_images
+from jaxcl.methods.momentum import check_momentum, ema_update, make_target, target_momentum
 
 #: Folded into an example's key to draw its masks (its views use the key's splits).
 _MASK_SALT = 0x1E9A
@@ -67,16 +69,16 @@ def token_std(tokens: jax.Array, *, axis_name: str | None) -> jax.Array:
   return jnp.mean(jnp.sqrt(var))
 
 
-class IJEPA(common.ImageMethod):
+class IJEPA(ImageMethod):
   """Context encoder, EMA target encoder and predictor (see module docstring)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
-               rngs: nnx.Rngs):
-    super().__init__(config, image_shape=image_shape, rngs=rngs)
-    m = config.method
+  def __init__(self, method_config: ml_collections.ConfigDict, *, encoder: models.EncoderFactory,
+               recipe: augment.ViewRecipe, facts: Facts, rngs: nnx.Rngs):
+    super().__init__(method_config, encoder=encoder, recipe=recipe, facts=facts, rngs=rngs)
+    m = method_config
     if not isinstance(self.encoder, models.ViT):
       raise ValueError(f"method ijepa predicts patch representations and needs a ViT: set model.name "
-                       f"to vit_tiny, vit_small or vit_base (got {config.model.name!r})")
+                       f"to vit_tiny, vit_small or vit_base (got {encoder.name!r})")
     if self.encoder.pool != "mean":
       raise ValueError("method ijepa evaluates the mean of the target encoder's patch tokens and never "
                        f"trains a CLS token: set model.pool='mean' (got {self.encoder.pool!r})")
@@ -91,10 +93,47 @@ class IJEPA(common.ImageMethod):
         context_scale=tuple(m.context_scale), context_aspect_ratio=tuple(m.context_aspect_ratio))
     self.predictor = models.JEPAPredictor(
         self.encoder.out_dim, width=m.predictor_width, depth=m.predictor_depth,
-        heads=m.predictor_heads, mlp_ratio=config.model.mlp_ratio, rngs=rngs,
-        **common.model_dtypes(config))
-    self.target_encoder = common.make_target(self.encoder)
-    self.tau = common.target_momentum(m)
+        heads=m.predictor_heads, mlp_ratio=self.encoder.mlp_ratio, rngs=rngs,
+        **encoder.dtypes)
+    self.target_encoder = make_target(self.encoder)
+    self.tau = target_momentum(m)
+
+  @classmethod
+  def check_config(cls, method_config, *, model=None, augment=None):
+    """I-JEPA's needs: a mean-pooled ViT whose patch grid holds its blocks, valid ranges. (One view:
+    ``multi_crop`` is False, so the experiment refuses ``augment.num_local``.)"""
+    super().check_config(method_config, model=model, augment=augment)
+    m = method_config
+    check_momentum(m)
+    if model is not None:
+      name = str(model.get("name", ""))
+      if not name.startswith("vit"):
+        bad_field("model.name", name, "method ijepa predicts patch representations: use a ViT "
+                  "(vit_tiny, vit_small, vit_base).")
+      if model.pool != "mean":
+        bad_field("model.pool", model.pool, "ijepa evaluates the mean of the target encoder's patch "
+                  "tokens and never trains a CLS token; set model.pool='mean'.")
+    if model is not None and augment is not None:
+      size, patch = augment.size, model.patch_size
+      if size % patch:
+        bad_field("augment.size", size, f"ijepa cuts the view into model.patch_size={patch} px "
+                  f"patches; use a multiple of {patch}.")
+      if size // patch < 4:
+        bad_field("model.patch_size", patch, f"augment.size={size} gives a {size // patch}x"
+                  f"{size // patch} grid of patches; I-JEPA's target and context blocks need at least "
+                  f"4x4: use a patch size of at most {size // 4}.")
+    for field in ("num_targets", "predictor_width", "predictor_depth", "predictor_heads"):
+      if not isinstance(m[field], int) or m[field] <= 0:
+        bad_field(f"method.{field}", m[field], "must be a positive integer.")
+    if m.predictor_width % 4 or m.predictor_width % m.predictor_heads:
+      bad_field("method.predictor_width", m.predictor_width, f"must be a multiple of 4 (2-D sin-cos "
+                f"positions) and of method.predictor_heads={m.predictor_heads}.")
+    for field, high in (("target_scale", 1.0), ("context_scale", 1.0), ("target_aspect_ratio", None),
+                        ("context_aspect_ratio", None)):
+      lo_hi = tuple(m[field])
+      if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] or (high and lo_hi[1] > high):
+        bad_field(f"method.{field}", lo_hi, "must be a pair (min, max) with 0 < min <= max"
+                  + (" <= 1 (a fraction of the image)." if high else " (height / width)."))
 
   def masks(self, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Each example's ``(context [b, N], targets [b, M, N])`` from its key ``batch['key']``."""
@@ -118,12 +157,12 @@ class IJEPA(common.ImageMethod):
         target_fraction=c.global_mean(jnp.mean(jnp.any(targets, axis=1), axis=-1), axis_name),
     )
     if self.hand_over_features:  # the target encoder's, which evaluation uses (jaxcl.methods.base)
-      metrics[common.PROBE_FEATURES] = pooled
+      metrics[PROBE_FEATURES] = pooled
     return loss, metrics
 
   def after_step(self, *, step, total_steps):
     tau = self.tau(step, total_steps)
-    common.ema_update(self.target_encoder, self.encoder, tau)
+    ema_update(self.target_encoder, self.encoder, tau)
 
   def evaluated_encoder(self) -> nnx.Module:
     return self.target_encoder
@@ -131,4 +170,4 @@ class IJEPA(common.ImageMethod):
   def features(self, images: jax.Array) -> jax.Array:
     """The target encoder's mean-pooled patch tokens [B, width] at the view size, as the paper
     evaluates the target encoder."""
-    return self.target_encoder(common.resize_images(images, self.view_size), train=False)
+    return self.target_encoder(resize_images(images, self.view_size), train=False)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import ml_collections
 
 from jaxcl import losses
-from jaxcl.methods import common
+from jaxcl.methods.base import bad_field
+from jaxcl.methods.image import TwoViewMethod
 
 DISTANCES = ("cosine", "euclidean")
 
@@ -40,18 +41,25 @@ def default_config() -> ml_collections.ConfigDict:
   return cfg
 
 
-class MetricLearning(common.TwoViewMethod):
+class MetricLearning(TwoViewMethod):
   """Encoder + embedding head trained with a labelled margin loss (see the module docstring).
 
   Both augmented views of each image are embedded and stacked with their labels, so every image
   brings a positive of its own even in a batch without ``examples_per_class``.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, *, image_shape, rngs):
-    super().__init__(config, image_shape=image_shape, rngs=rngs)
-    self.distance = str(config.method.distance)
+  def __init__(self, method_config: ml_collections.ConfigDict, **parts):
+    super().__init__(method_config, **parts)
+    self.distance = str(method_config.distance)
     if self.distance not in DISTANCES:
       raise ValueError(f"method.distance={self.distance!r}: use one of {DISTANCES}.")
+
+  @classmethod
+  def check_config(cls, method_config, *, model=None, augment=None):
+    super().check_config(method_config, model=model, augment=augment)
+    if method_config.distance not in DISTANCES:
+      bad_field("method.distance", method_config.distance, "use 'cosine' (L2-normalised embeddings) "
+                "or 'euclidean'.")
 
   def loss_from_embeddings(self, emb, batch, *, axis_name=None):
     if self.distance == "cosine":

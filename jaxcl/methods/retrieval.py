@@ -26,7 +26,7 @@ from flax import nnx
 
 from jaxcl import losses, models
 from jaxcl.losses.matryoshka import check_dims
-from jaxcl.methods.base import Method
+from jaxcl.methods.base import Facts, Method, bad_field
 
 POOLS = ("mean", "cls")
 BERT_POOLS = ("", "mean", "cls", "max")  # "": the pretrained folder's own pooling
@@ -51,26 +51,33 @@ def default_config() -> ml_collections.ConfigDict:
 class Retrieval(Method):
   """Query/document towers and the retrieval InfoNCE (module docstring)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, *, vocab_size: int, pad_id: int,
-               rngs: nnx.Rngs):
-    m, mc = config.method, config.model
-    if mc.name not in models.TEXT_ENCODERS:
-      raise ValueError(f"method.name='retrieval' needs model.name in {models.TEXT_ENCODERS}, got "
-                       f"{mc.name!r}.")
-    if mc.pool not in (BERT_POOLS if mc.name == "bert" else POOLS):
-      raise ValueError(f"model.pool={mc.pool!r}: use one of "
-                       f"{BERT_POOLS if mc.name == 'bert' else POOLS}.")
+  data_kind = "text"
+
+  def __init__(self, method_config: ml_collections.ConfigDict, *, encoder: models.EncoderFactory,
+               recipe: None = None, facts: Facts, rngs: nnx.Rngs):
+    """Builds the towers.
+
+    Args:
+      method_config: the method's section (``default_config``).
+      encoder: builds the towers (``encoder.text_tower``: the ``model`` section's text transformer or pretrained BERT tower).
+      recipe: unused: text has no views.
+      facts: the tokenizer's ``vocab_size`` and ``pad_id``, and ``max_length`` tokens per text.
+      rngs: initialisation keys.
+    """
+    del recipe
+    m = method_config
     if m.temperature <= 0:
       raise ValueError(f"method.temperature={m.temperature}: must be > 0.")
     if m.num_negatives < 0:
       raise ValueError(f"method.num_negatives={m.num_negatives}: must be >= 0.")
-    dt = models.dtypes(mc)
-    tower = lambda: models.create_text_tower(  # noqa: E731
-        mc, vocab_size=vocab_size, max_len=int(config.data.max_length), pad_id=pad_id, rngs=rngs)
+    dt = encoder.dtypes
+    tower = lambda: encoder.text_tower(  # noqa: E731
+        vocab_size=facts.vocab_size, max_len=int(facts.max_length), pad_id=facts.pad_id, rngs=rngs)
     self.query_tower = tower()
     self.doc_tower = self.query_tower if m.shared_towers else tower()
     self.proj = (nnx.Linear(self.query_tower.out_dim, m.projection_dim, use_bias=False, rngs=rngs,
-                            **dt) if m.projection_dim else None)
+                            **dt)
+                 if m.projection_dim else None)
     self.log_scale = nnx.Param(jnp.asarray(math.log(1.0 / m.temperature), jnp.float32))
     self.learn_temperature = bool(m.learn_temperature)
     self.symmetric = bool(m.symmetric)
@@ -79,6 +86,32 @@ class Retrieval(Method):
     self.block_size = int(m.loss_block_size) or None
     dims = tuple(m.get("matryoshka_dims", ()))
     self.matryoshka_dims = check_dims(dims, self.out_dim) if dims else ()
+
+  @classmethod
+  def check_config(cls, method_config, *, model=None, augment=None):
+    """The towers must be text towers; temperature, negatives, projection, block size, Matryoshka
+    prefixes. (A pretrained BERT folder against the data is the experiment's check.)"""
+    del augment
+    m = method_config
+    if model is not None and model.get("name") not in models.TEXT_ENCODERS:
+      bad_field("model.name", model.get("name"), "method 'retrieval' trains text towers; set "
+                "model = jaxcl.models.default_config('text_transformer') (from scratch) or "
+                "default_config('bert') with model.pretrained (a pretrained folder).")
+    if (model is not None and model.get("name") == "text_transformer"
+        and model.get("pool") not in POOLS):
+      bad_field("model.pool", model.get("pool"), "a text tower pools with 'mean' or 'cls'.")
+    if not m.temperature > 0:
+      bad_field("method.temperature", m.temperature, "must be > 0 (0.05 is usual for retrievers).")
+    if m.num_negatives < 0:
+      bad_field("method.num_negatives", m.num_negatives, "must be >= 0 (0: in-batch negatives only).")
+    if m.projection_dim < 0:
+      bad_field("method.projection_dim", m.projection_dim, "must be >= 0 (0: no projection).")
+    if m.loss_block_size < 0:
+      bad_field("method.loss_block_size", m.loss_block_size, "must be >= 0 (0: the exact dense loss).")
+    dims = tuple(m.get("matryoshka_dims", ()))
+    if dims and (len(set(dims)) != len(dims) or min(dims) < 1):
+      bad_field("method.matryoshka_dims", dims, "give distinct positive prefix sizes, e.g. "
+                "(384, 128, 64), or () for none.")
 
   @property
   def out_dim(self) -> int:

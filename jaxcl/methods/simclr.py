@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxcl.methods import common
+from jaxcl.methods.image import TwoViewMethod
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -32,5 +32,5 @@ def default_config() -> ml_collections.ConfigDict:
   return cfg
 
 
-class SimCLR(common.TwoViewMethod):
+class SimCLR(TwoViewMethod):
   """Encoder + projector trained with NT-Xent or the loss ``method.loss`` names (module docstring)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jaxcl.methods import common
+from jaxcl.methods.image import TwoViewMethod
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -29,7 +29,7 @@ def default_config() -> ml_collections.ConfigDict:
   return cfg
 
 
-class SupCon(common.TwoViewMethod):
+class SupCon(TwoViewMethod):
   """Encoder + projector trained with the supervised contrastive loss; reads ``batch['label']``.
 
   The 2N projections are stacked with their labels repeated; row order (this device's view-1 rows, then

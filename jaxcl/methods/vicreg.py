@@ -10,8 +10,10 @@ from __future__ import annotations
 import ml_collections
 from flax import nnx
 
-from jaxcl import losses
-from jaxcl.methods import common
+from jaxcl import augment, losses, models
+from jaxcl.methods import heads
+from jaxcl.methods.base import Facts
+from jaxcl.methods.image import ImageMethod, view_metrics
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -31,18 +33,18 @@ def default_config() -> ml_collections.ConfigDict:
   return cfg
 
 
-class VICReg(common.ImageMethod):
+class VICReg(ImageMethod):
   """Encoder + expander trained with the VICReg loss."""
 
-  def __init__(self, config: ml_collections.ConfigDict, *, image_shape: tuple[int, int, int],
-               rngs: nnx.Rngs):
-    super().__init__(config, image_shape=image_shape, rngs=rngs)
-    mcfg = config.method
+  def __init__(self, method_config: ml_collections.ConfigDict, *, encoder: models.EncoderFactory,
+               recipe: augment.ViewRecipe, facts: Facts, rngs: nnx.Rngs):
+    super().__init__(method_config, encoder=encoder, recipe=recipe, facts=facts, rngs=rngs)
+    mcfg = method_config
     self.weights = (float(mcfg.sim_weight), float(mcfg.var_weight), float(mcfg.cov_weight))
-    self.projector = common.projector(self.encoder.out_dim, mcfg, common.model_dtypes(config), rngs)
+    self.projector = heads.projector(self.encoder.out_dim, mcfg, encoder.dtypes, rngs)
 
   def loss(self, batch, *, axis_name=None):
     z1, z2, features = self.project_two_views(batch, axis_name)
     sim, var, cov = self.weights
     loss = losses.vicreg(z1, z2, sim_weight=sim, var_weight=var, cov_weight=cov, axis_name=axis_name)
-    return loss, common.view_metrics(z1, z2, axis_name, features=features)
+    return loss, view_metrics(z1, z2, axis_name, features=features)

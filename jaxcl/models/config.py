@@ -1,6 +1,9 @@
-"""Encoder configs: ``default_config(name)`` and ``create_encoder(cfg, ...)``."""
+"""Encoder configs: ``default_config(name)``, ``check_config(cfg)``, ``create_encoder(cfg, ...)`` and
+``EncoderFactory`` (what a method is given to build its encoder with its own keys)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +12,8 @@ from flax import nnx
 
 from jaxcl.models import pretrained
 from jaxcl.models.resnet import ResNet
+from jaxcl.models.sequence import Conv1DEncoder
+from jaxcl.models.small_cnn import POOLS as CNN_POOLS
 from jaxcl.models.small_cnn import SmallCNN
 from jaxcl.models.text import TextTransformer
 from jaxcl.models.vit import _VIT_SIZES, ViT
@@ -144,6 +149,66 @@ def create_text_tower(cfg: ml_collections.ConfigDict, *, vocab_size: int, max_le
       vocab_size=vocab_size, max_len=max_len, width=cfg.width, depth=cfg.depth, heads=cfg.heads,
       mlp_ratio=cfg.mlp_ratio, causal=False, pool=cfg.pool, pad_id=pad_id,
       position_embedding=cfg.get("position_embedding", True), rngs=rngs, **dtypes(cfg))
+
+
+TEXT_POOLS = ("mean", "cls")  # text_transformer's; a BERT tower's: validation._check_pretrained
+
+
+def check_config(cfg: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the ``model`` field and the fix for a setting no encoder can build.
+
+  Only the rules of the encoders themselves; what a method needs of its encoder (I-JEPA's ViT, the
+  retriever's text tower) its method checks.
+  """
+  name = cfg.get("name")
+  if name == "small_cnn" and cfg.get("pool", "mean") not in CNN_POOLS:
+    raise ValueError(f"config.model.pool={cfg.pool!r}: small_cnn pools with one of {CNN_POOLS}: "
+                     "'mean' (global average) or 'flatten' (the last feature map as it is).")
+  if name == "text_transformer" and cfg.get("pool") not in TEXT_POOLS:
+    raise ValueError(f"config.model.pool={cfg.get('pool')!r}: a text tower pools with 'mean' or "
+                     "'cls'.")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EncoderFactory:
+  """Builds the encoder a ``model`` config describes, when a method asks (with the method's keys, at
+  the point of its construction the method chooses, so initialisation order stays the method's).
+
+  A method is given this instead of the config: it calls ``factory(in_channels=..., rngs=...)`` for
+  an image encoder, ``text_tower`` or ``sequence_encoder`` for the other kinds, and reads ``dtypes``
+  for the heads it builds next to the encoder.
+  """
+
+  config: ml_collections.ConfigDict
+
+  @property
+  def name(self) -> str:
+    """The encoder's name (``model.name``), for messages."""
+    return str(self.config.name)
+
+  @property
+  def dtypes(self) -> dict[str, jnp.dtype]:
+    """``dtype`` / ``param_dtype`` keyword arguments for the heads built next to the encoder."""
+    return dtypes(self.config)
+
+  def __call__(self, *, in_channels: int, rngs: nnx.Rngs, image_size: int | None = None) -> nnx.Module:
+    """The image encoder (``create_encoder``)."""
+    return create_encoder(self.config, in_channels=in_channels, rngs=rngs, image_size=image_size)
+
+  def text_tower(self, *, vocab_size: int, max_len: int, pad_id: int, rngs: nnx.Rngs) -> nnx.Module:
+    """A text tower (``create_text_tower``): bidirectional ``TextTransformer`` or a pretrained
+    ``BertEncoder``."""
+    c = self.config
+    if c.name not in TEXT_ENCODERS:
+      raise ValueError(f"config.model.name={c.name!r}: a text tower needs model.name in "
+                       f"{TEXT_ENCODERS} (jaxcl.models.default_config('text_transformer')).")
+    return create_text_tower(c, vocab_size=vocab_size, max_len=max_len, pad_id=pad_id, rngs=rngs)
+
+  def sequence_encoder(self, *, in_channels: int, rngs: nnx.Rngs) -> Conv1DEncoder:
+    """The strided 1-D convolutional encoder of a ``conv1d`` config (CPC's)."""
+    c = self.config
+    return Conv1DEncoder(in_channels, widths=c.widths, kernels=c.kernels, strides=c.strides,
+                         rngs=rngs)
 
 
 def count_params(module: nnx.Module) -> int:

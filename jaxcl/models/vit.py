@@ -88,6 +88,7 @@ class ViT(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.pool = pool
     self.patch_size = patch_size
+    self.mlp_ratio = mlp_ratio  # I-JEPA's predictor takes the encoder's
     self.grid = image_size // patch_size
     self.dtype = dtype
     self.patch_embed = nnx.Conv(in_channels, width, (patch_size, patch_size),

@@ -1,9 +1,9 @@
-"""Text runs (``method.name='retrieval'``): the tokenizer, the stream of tokenized pairs, and search
-evaluation.
+"""Text runs (``data_kind == "text"``, e.g. ``method.name='retrieval'``): the tokenizer, the stream of
+tokenized pairs, and search evaluation.
 
-``run._prepare`` builds a text run from ``tokenizer(config, workdir)``, ``SearchEvaluator`` (``monitor``
-and ``final``, as ``run.Evaluator`` for images) and ``pairs_stream`` (``iterator(start_state)``). The
-tokenizer is ``data.tokenizer`` when set, else a BPE vocabulary trained on the training split and
+``prepare`` builds a text run from ``tokenizer(config, workdir)``, ``SearchEvaluator`` (``monitor``
+and ``final``, as ``tasks.image.ImageEvaluator`` for images) and ``pairs_stream``
+(``iterator(start_state)``). The tokenizer is ``data.tokenizer`` when set, else a BPE vocabulary trained on the training split and
 saved as ``workdir/tokenizer.json`` (a resumed run, ``jaxcl eval``, ``jaxcl search`` reuse it).
 
 Evaluation is search, as BEIR / MS MARCO measure it: every query of the split against the whole
@@ -27,13 +27,21 @@ from flax import nnx
 
 from jaxcl import data, evaluate, extras, models
 from jaxcl.evaluate import ranking
-from jaxcl.experiment.evaluator import EvaluatorBase
+from jaxcl.experiment import parts
+from jaxcl.experiment.tasks.base import EvaluatorBase
 from jaxcl.serve import bm25
 from jaxcl.train import TrainSetup
 
 TOP_K = 100  # documents ranked per query (Recall@100 needs them)
 COLUMNS = {"mrr@10": "MRR@10", "ndcg@10": "NDCG@10", "recall@1": "R@1", "recall@10": "R@10",
            "recall@100": "R@100"}
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str | None, mesh_: jax.sharding.Mesh):
+  """(setup, evaluator, ``iterator(start_state)``) of a text run (module doc)."""
+  tokens = tokenizer(config, workdir)
+  setup = parts.build_setup(config, mesh_, vocab_size=tokens.vocab_size, pad_id=tokens.pad_id)
+  return setup, SearchEvaluator(config, setup, tokens), pairs_stream(config, tokens)
 
 
 def pairs_stream(config: ml_collections.ConfigDict, tokens: "Tokens"):
@@ -154,24 +162,31 @@ class SearchEvaluator(EvaluatorBase):
                                      pixels=False, progress=progress)
 
   def rank(self, method: nnx.Module, split: SearchSet, name: str | None = None,
-           dims: tuple[int, ...] = ()) -> np.ndarray | dict[int, np.ndarray]:
+           dims: tuple[int, ...] = (),
+           timings: dict[str, float] | None = None) -> np.ndarray | dict[int, np.ndarray]:
     """Corpus rows [Q, TOP_K] of each query, best first, by cosine similarity of the towers; with
-    ``dims``, ``{d: rows}`` ranked by the first d dimensions of the same embeddings (Matryoshka)."""
+    ``dims``, ``{d: rows}`` ranked by the first d dimensions of the same embeddings (Matryoshka).
+    With ``timings``, encoding the corpus, the queries and the search are timed phases of ``name``."""
     bar = (lambda what: f"{name}: {what}") if name and self._is_main else (lambda what: None)
-    docs = self.embed(method.encode_documents, split.corpus_tokens, bar("corpus"))
-    queries = self.embed(method.encode_queries, split.query_tokens, bar("queries"))
+    phase = self._clock(timings, name or "")
+    docs = phase("encode corpus",
+                 lambda: self.embed(method.encode_documents, split.corpus_tokens, bar("corpus")))
+    queries = phase("encode queries",
+                    lambda: self.embed(method.encode_queries, split.query_tokens, bar("queries")))
     if dims:  # cosine renormalises each prefix
-      return {d: ranking.top_k_search(queries[:, :d], docs[:, :d], TOP_K, similarity="cosine")[1]
-              for d in dims}
-    return ranking.top_k_search(queries, docs, TOP_K, similarity="cosine")[1]
+      return phase("search", lambda: {
+          d: ranking.top_k_search(queries[:, :d], docs[:, :d], TOP_K, similarity="cosine")[1]
+          for d in dims})
+    return phase("search", lambda: ranking.top_k_search(queries, docs, TOP_K, similarity="cosine")[1])
 
-  def scores(self, method: nnx.Module, split: SearchSet, name: str | None = None) -> dict:
+  def scores(self, method: nnx.Module, split: SearchSet, name: str | None = None,
+             timings: dict[str, float] | None = None) -> dict:
     """Ranking metrics; a Matryoshka-trained method's also at each prefix (``"dims": {d: ...}``)."""
     dims = tuple(getattr(method, "matryoshka_dims", ()) or ())
     if not dims:
-      return _metrics(self.rank(method, split, name), split)
+      return _metrics(self.rank(method, split, name, timings=timings), split)
     full = method.out_dim
-    rows = self.rank(method, split, name, dims=tuple(dict.fromkeys((full,) + dims)))
+    rows = self.rank(method, split, name, dims=tuple(dict.fromkeys((full,) + dims)), timings=timings)
     return dict(_metrics(rows[full], split),
                 dims={d: _metrics(rows[d], split) for d in sorted(dims, reverse=True)})
 
@@ -189,29 +204,32 @@ class SearchEvaluator(EvaluatorBase):
     if not e.final:
       return {}
     timings = self._begin(is_main)
-    split = self.search_set(self.config.data.eval_split)
+    split = self._timed(timings, "load and tokenize corpus and queries", self.search_set,
+                        self.config.data.eval_split)
     name = f"{self.config.method.name} (trained)"
-    result = self._timed(timings, "trained/search", self.scores, method, split, "trained")
+    result = self.scores(method, split, "trained", timings)
     rows = {name: result}
     for d, got in result.get("dims", {}).items():
       rows[f"{self.config.method.name} (trained, first {d} dims)"] = got
     result = dict(result)
     if e.baselines:
-      fresh = self.setup.method(self.setup.init_state())  # the towers the run started from
       if self.config.model.get("pretrained"):
         start, label = "zero_shot", "pretrained, before fine-tuning (zero-shot)"
       else:
         start, label = "random_init", "random init (same towers)"
-      result[start] = self._timed(timings, f"{start}/search", self.scores, fresh, split,
-                                  start.replace("_", " "))
-      result["bm25"] = self._timed(timings, "bm25/search", _bm25_scores, split)
+      fresh = self._fresh(timings, start.replace("_", " "))  # the towers the run started from
+      result[start] = self.scores(fresh, split, start.replace("_", " "), timings)
+      result["bm25"] = self._timed(timings, "bm25/index and search", _bm25_scores, split)
       rows[label] = result[start]
       for d, got in result[start].get("dims", {}).items():
         rows[f"{label}, first {d} dims"] = got
       rows["BM25 (bm25s, k1=1.5, b=0.75)"] = result["bm25"]
     table = evaluate.format_table({k: {c: v[c] for c in COLUMNS} for k, v in rows.items()},
                                   column_titles=COLUMNS)
-    return self._finish(result, table, timings, workdir=workdir,
+    protocol = {"split": split.split, "queries": len(split.queries),
+                "documents": len(split.corpus_ids), "top_k": TOP_K, "similarity": "cosine",
+                "bm25": {"library": "bm25s", "k1": 1.5, "b": 0.75} if e.baselines else None}
+    return self._finish(result, table, timings, workdir=workdir, protocol=protocol,
                         what=f"{self.config.data.name}: {len(split.queries)} {split.split} queries "
                              f"against {len(split.corpus_ids)} documents")
 
