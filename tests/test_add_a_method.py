@@ -66,7 +66,7 @@ def test_the_experiment_obeys_what_the_method_declares():
   config = example.config(steps=3)
   config.unlock()
   config.augment.num_local = 2  # AlignUniform declares multi_crop = False
-  with pytest.raises(ValueError, match=r"^config\.augment\.num_local=2: method 'align_uniform'"):
+  with pytest.raises(ValueError, match=r"^config\.augment\.num_local=2: method 'align_uniform' trains on two views only"):
     experiment.validate(config, num_devices=8, check_data=False)
   config.augment.num_local = 0
   config.method.t = -1.0  # its own check_config

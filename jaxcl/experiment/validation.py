@@ -204,8 +204,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   if local:
     if not method.multi_crop:
       multi = tuple(n for n in methods.names() if methods.method_class(n).multi_crop)
-      _fail("augment.num_local", local, f"method {config.method.name!r} does not train on multi-crop's "
-            f"local views; multi-crop works with {multi}. Set augment.num_local=0.")
+      _fail("augment.num_local", local, f"method {config.method.name!r} trains on two views only; "
+            f"multi-crop works with {multi}. Set augment.num_local=0.")
     if _get(config, "augment.local_size", 0) >= _get(config, "augment.size", 0):
       _fail("augment.local_size", config.augment.local_size, f"local crops must be smaller than the "
             f"global ones (augment.size={config.augment.size}).")

@@ -100,11 +100,13 @@ class IJEPA(ImageMethod):
 
   @classmethod
   def check_config(cls, method_config, *, model=None, augment=None):
-    """I-JEPA's needs: a mean-pooled ViT whose patch grid holds its blocks, valid ranges. (One view:
-    ``multi_crop`` is False, so the experiment refuses ``augment.num_local``.)"""
+    """I-JEPA's needs: a mean-pooled ViT whose patch grid holds its blocks, one view, valid ranges."""
     super().check_config(method_config, model=model, augment=augment)
     m = method_config
     check_momentum(m)
+    if augment is not None and augment.get("num_local", 0):
+      bad_field("augment.num_local", augment.num_local, "ijepa trains on one view (the crop) and "
+                "masks it; set augment.num_local=0.")
     if model is not None:
       name = str(model.get("name", ""))
       if not name.startswith("vit"):
