@@ -94,19 +94,51 @@ def prepare(root: str, docs: int) -> str:
   return run
 
 
+def phases(run: str) -> dict[str, float]:
+  """Seconds of each phase of one search, in this process (this checkout's API only)."""
+  started = time.perf_counter()
+  out = {}
+
+  def lap(name):
+    nonlocal started
+    now = time.perf_counter()
+    out[name] = round(now - started, 2)
+    started = now
+
+  from jaxcl import experiment, main as cli  # pylint: disable=g-import-not-at-top
+  from jaxcl.serve import commands  # pylint: disable=g-import-not-at-top
+  lap("import jaxcl (jax, flax, orbax, tfds)")
+  config = cli._config_from_workdir(run)  # pylint: disable=protected-access
+  found = commands.load_search_index(run)
+  lap("load the index (memory-mapped)")
+  encoders = experiment.restore_encoders(config, run)
+  lap("restore the run (config checks, tokenizer, checkpoint)")
+  results = commands.search(encoders, found, list(QUERIES), k=5)
+  lap("embed the queries and search (compiles)")
+  commands.document_texts(config.data, found, [i for hits in results for i, _ in hits])
+  lap("read the hits' documents")
+  commands.search(encoders, found, ["open a file", "sort a list"], k=5)
+  lap("a second search in the same process (2 other queries: the same bucket, no compile)")
+  return out
+
+
 def main() -> None:
+  if len(sys.argv) == 3 and sys.argv[1] == "--phases":
+    print(json.dumps(phases(sys.argv[2])))
+    return
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--docs", type=int, default=56000)
   parser.add_argument("--calls", type=int, default=3)
   parser.add_argument("--code", default=REPO_ROOT, help="the checkout whose jaxcl is timed")
   parser.add_argument("--label", default="this checkout")
+  parser.add_argument("--commit", default=None, help="the --code checkout's commit, if not a git tree")
   parser.add_argument("--root", default="/tmp/jaxcl_search_latency")
   args = parser.parse_args()
   run = prepare(args.root, args.docs)
   index = json.load(open(os.path.join(run, "index", "index.json")))
-  git = subprocess.run(["git", "-C", args.code, "rev-parse", "--short", "HEAD"],
-                       capture_output=True, text=True, check=False).stdout.strip()
+  git = args.commit or subprocess.run(["git", "-C", args.code, "rev-parse", "--short", "HEAD"],
+                                     capture_output=True, text=True, check=False).stdout.strip()
   calls = []
   for _ in range(args.calls):
     seconds, out = _jaxcl(args.code, "search", "--workdir", run, "--k", "5", *QUERIES)
@@ -115,8 +147,15 @@ def main() -> None:
     calls.append(round(seconds, 2))
     print(f"{args.label}: jaxcl search of {len(QUERIES)} queries over {index['count']:,} documents: "
           f"{seconds:.1f} s", flush=True)
+  phase = None
+  if args.code == REPO_ROOT:
+    proc = subprocess.run([sys.executable, __file__, "--phases", run], capture_output=True,
+                          text=True, check=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+    phase = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"{args.label}: phases (s): {phase}")
   results = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {}
-  results.setdefault("rows", {})[args.label] = {
+  results.setdefault("rows", {})[args.label] = {"phases_s": phase,
+      "load_average_1min": round(os.getloadavg()[0], 1),  # other jobs on the machine
       "commit": git, "documents": index["count"], "dim": index["dim"], "queries": len(QUERIES),
       "seconds_per_call": calls, "first_call_s": calls[0],
       "later_calls_min_s": min(calls[1:]) if len(calls) > 1 else None}
