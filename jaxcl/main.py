@@ -14,6 +14,9 @@
   jaxcl export --workdir runs/minilm --out DIR     (a fine-tuned BERT as a sentence-transformers folder)
   jaxcl show-views --config configs/simclr_digits.py --out views.png
   jaxcl config --config configs/simclr_digits.py [--config.steps=500]   (every field, explained)
+  jaxcl plan --config configs/simclr_imagenet.py --devices 256 --memory_gb 16 [--modes all]
+  jaxcl sweep --config configs/simclr_digits.py --grid method.loss=nt_xent,dcl --grid
+      method.temperature=0.1,0.2 --seeds 3 --workdir runs/sweep [--select_on validation|test] [--table]
   jaxcl <command> --help          jaxcl --version
 
 Multi-host: add ``--coordinator_address host:port --num_processes N --process_id i`` on every process,
@@ -34,7 +37,7 @@ from ml_collections import config_flags
 from jaxcl import extras
 
 COMMANDS = ("train", "eval", "prepare-data", "show-views", "config", "mine", "embed", "search",
-            "export")
+            "export", "plan", "sweep")
 _MULTI_HOST = ("coordinator_address", "num_processes", "process_id", "distributed")
 # The flags each command reads (what `jaxcl <command> --help` lists).
 COMMAND_FLAGS = {
@@ -48,6 +51,10 @@ COMMAND_FLAGS = {
     "embed": ("workdir", "input", "index", "overwrite", "step", "config"),
     "search": ("workdir", "k", "query_file", "image", "index", "exact", "step", "config"),
     "export": ("workdir", "out", "overwrite", "step", "config"),
+    "plan": ("config", "devices", "memory_gb", "modes", "block_size", "chunks", "max_per_device",
+             "plan_json"),
+    "sweep": ("config", "workdir", "grid", "seeds", "select_on", "validation_fraction", "baseline",
+              "metric", "table"),
 }
 USAGE = __doc__
 
@@ -103,6 +110,30 @@ _IMAGE = flags.DEFINE_multi_string("image", [], "search (image runs): an image f
                                    "nearest neighbours of (repeatable).")
 _EXACT = flags.DEFINE_bool("exact", True, "search: exact search (sharded over the devices); "
                            "--noexact uses usearch's HNSW graph (pip install 'jaxcl[ann]').")
+_DEVICES = flags.DEFINE_integer("devices", None, "plan: the mesh size to plan for (simulated on CPU).")
+_MEMORY_GB = flags.DEFINE_float("memory_gb", None, "plan: memory per device, in GiB (2^30 bytes).")
+_MODES = flags.DEFINE_string("modes", "all", "plan: 'all' or a comma list of allgather, ring, "
+                             "grad_cache, grad_cache_ring.")
+_BLOCK_SIZE = flags.DEFINE_integer("block_size", None, "plan: the ring loss's tile rows (default: "
+                                   "the config's method.loss_block_size, else 1024).")
+_CHUNKS = flags.DEFINE_integer("chunks", 4, "plan: gradient caching's chunks per device batch.")
+_MAX_PER_DEVICE = flags.DEFINE_integer("max_per_device", 65536, "plan: the top of the batch ladder, "
+                                       "in rows per device.")
+_PLAN_JSON = flags.DEFINE_string("plan_json", None, "plan: also write the plan (every compiled "
+                                 "step's memory) to this JSON file.")
+_GRID = flags.DEFINE_multi_string("grid", [], "sweep: field=value1,value2 (repeatable): the config "
+                                  "overrides whose every combination is a row.")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "sweep: seeds per grid point (0 .. N-1).")
+_SELECT_ON = flags.DEFINE_enum("select_on", "validation", ["validation", "test"],
+                               "sweep: score a split held out of train (tuning) or the test split "
+                               "(the final table); also --select-on.")
+_VALIDATION_FRACTION = flags.DEFINE_float("validation_fraction", 0.2, "sweep --select_on validation: "
+                                          "the share of the train split held out and scored.")
+_BASELINE = flags.DEFINE_string("baseline", None, "sweep: the row the others are compared with, as "
+                                "field=value[,field=value] (default: the first grid point).")
+_METRIC = flags.DEFINE_string("metric", None, "sweep: the metric of the paired comparison (default: "
+                              "linear, else knn, else the first the results have).")
+_TABLE = flags.DEFINE_bool("table", False, "sweep: print the table of the finished cells and exit.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index.")
@@ -388,6 +419,70 @@ def _show_views() -> None:
   print(path)
 
 
+_PLAN_CHILD = "JAXCL_PLAN_DEVICES"  # set in the re-executed plan process: the devices it simulates
+
+
+def _plan(argv: list[str]) -> None:
+  if _CONFIG.value is None:
+    _usage_error("plan needs --config, --devices and --memory_gb.")
+  if not _DEVICES.value or _DEVICES.value < 1:
+    _usage_error(f"--devices={_DEVICES.value}: plan needs the device count to plan for (>= 1).")
+  if not _MEMORY_GB.value or _MEMORY_GB.value <= 0:
+    _usage_error(f"--memory_gb={_MEMORY_GB.value}: plan needs the memory per device in GiB (> 0).")
+  from jaxcl.experiment import plan  # pylint: disable=g-import-not-at-top
+  modes = None if _MODES.value == "all" else tuple(m.strip() for m in _MODES.value.split(","))
+  bad = [m for m in modes or () if m not in plan.MODES]
+  if bad:
+    _usage_error(f"--modes={_MODES.value!r}: unknown {bad}; use 'all' or a comma list of "
+                 f"{', '.join(plan.MODES)}.")
+  if _CHUNKS.value < 1 or (_BLOCK_SIZE.value is not None and _BLOCK_SIZE.value < 1):
+    _usage_error("--chunks and --block_size must be >= 1.")
+  if os.environ.get(_PLAN_CHILD) != str(_DEVICES.value):
+    # XLA reads the simulated device count once, when JAX starts: plan in a fresh process that has it.
+    flags_ = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **{_PLAN_CHILD: str(_DEVICES.value)},
+               XLA_FLAGS=f"{flags_} --xla_force_host_platform_device_count={_DEVICES.value}".strip())
+    import subprocess  # pylint: disable=g-import-not-at-top
+    sys.exit(subprocess.run([sys.executable, "-m", "jaxcl", *argv[1:]], env=env, check=False).returncode)
+  result = plan.plan(_CONFIG.value, devices=_DEVICES.value,
+                     memory_bytes=int(_MEMORY_GB.value * 2**30), modes=modes,
+                     block_size=_BLOCK_SIZE.value, chunks=_CHUNKS.value,
+                     max_rows_per_device=_MAX_PER_DEVICE.value,
+                     progress=lambda line: print(line, file=sys.stderr, flush=True))
+  if _PLAN_JSON.value:
+    with open(_PLAN_JSON.value, "w") as f:
+      json.dump(result, f, indent=2)
+  print(plan.format_plan(result))
+
+
+def _sweep(argv: list[str]) -> None:
+  if not _WORKDIR.value:
+    _usage_error("sweep needs --workdir (each cell trains in a folder under it).")
+  from jaxcl.experiment import sweep  # pylint: disable=g-import-not-at-top
+  if _TABLE.value:
+    if not os.path.exists(os.path.join(_WORKDIR.value, "sweep_spec.json")):
+      _usage_error(f"--workdir={_WORKDIR.value!r} holds no sweep (no sweep_spec.json).")
+    record = sweep.write_outputs(_WORKDIR.value, metric=_METRIC.value)
+    done = sum(1 for c in record["cells"].values() if c["status"] == "finished")
+    print(f"{done} of {len(record['cells'])} cells finished ({_WORKDIR.value}/sweep.html)\n")
+    print(record["table"])
+    return
+  if _CONFIG.value is None or not _GRID.value:
+    _usage_error("sweep needs --config, at least one --grid field=v1,v2 and --workdir.")
+  _check_workdir(_WORKDIR.value)
+  grid = sweep.parse_grid(_GRID.value, _CONFIG.value)
+  config_arg = config_flags.get_config_filename(FLAGS["config"])
+  overrides, rest = [], argv[2:]
+  for i, arg in enumerate(rest):  # --config.field=value and --config.field value
+    if arg.startswith("--config."):
+      overrides.append(arg if "=" in arg or i + 1 == len(rest) else f"{arg}={rest[i + 1]}")
+  record = sweep.run_sweep(config_arg, _CONFIG.value, grid, seeds=_SEEDS.value,
+                           workdir=_WORKDIR.value, select_on=_SELECT_ON.value,
+                           validation_fraction=_VALIDATION_FRACTION.value,
+                           baseline=_BASELINE.value, user_overrides=overrides, metric=_METRIC.value)
+  print("\n" + record["table"] + f"\n\n{_WORKDIR.value}/sweep.json, sweep.png, sweep.html")
+
+
 def run(argv: list[str] | None = None) -> None:
   """Entry point of the ``jaxcl`` console script and of ``python -m jaxcl``."""
   argv = list(sys.argv if argv is None else argv)
@@ -402,7 +497,13 @@ def run(argv: list[str] | None = None) -> None:
     _usage_error(f"unknown command {command!r}; use one of {', '.join(COMMANDS)}.")
   wants_help = any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[2:])
   # The issue-style spellings of some flags (absl names take underscores).
-  argv = [re.sub(r"^--(from|test)-(folder|fraction|pairs|beir|captions)", r"--\1_\2", a) for a in argv]
+  argv = [re.sub(r"^--(from|test|select|validation)-(folder|fraction|pairs|beir|captions|on)",
+                 r"--\1_\2", a) for a in argv]
+  for arg, after in zip(argv[2:], argv[3:] + [""]):
+    if re.match(r"^--config\.seed=.*,", arg) or (arg == "--config.seed" and "," in after):
+      _usage_error(f"{arg}{'' if '=' in arg else ' ' + after}: --config.seed takes one seed. To train over several seeds, run "
+                   "`jaxcl sweep --config C --grid field=v1,v2 --seeds 3 --workdir DIR` (a table "
+                   "with mean ± std over seeds).")
   argv = [a for a in argv if a not in ("-h", "--help", "-help", "--helpfull")]
   if FLAGS.is_parsed():
     # Called again in one process (tests, notebooks), or after a library parsed flags for itself:
@@ -433,6 +534,10 @@ def run(argv: list[str] | None = None) -> None:
       _prepare_data(positional)
     elif command == "search":
       _search(positional)
+    elif command == "plan":
+      _plan(argv)
+    elif command == "sweep":
+      _sweep(argv)
     else:
       {"train": _train, "eval": _eval, "show-views": _show_views, "config": _print_config,
        "mine": _mine, "embed": _embed, "export": _export}[command]()
