@@ -140,9 +140,9 @@ class Planner:
     self._state_cache: dict[tuple, Any] = {}
 
   def _setup(self, c: ml_collections.ConfigDict):
-    from jaxcl.experiment import run  # pylint: disable=g-import-not-at-top
+    from jaxcl.experiment import parts, run  # pylint: disable=g-import-not-at-top
     run.apply_compute_dtype(c)
-    return run.build_setup(c, self.mesh, self.info)
+    return parts.build_setup(c, self.mesh, self.info)
 
   def config_for(self, mode: str, batch: int, *, block_size: int, chunks: int):
     c = _with(self.config, {**_mode_overrides(mode, block_size=block_size, chunks=chunks),
@@ -179,9 +179,9 @@ class Planner:
     m = self.config.method
     if "proj_out_dim" not in m or "loss" not in m:
       return None
-    from jaxcl.methods import common  # pylint: disable=g-import-not-at-top
+    from jaxcl.methods import image  # pylint: disable=g-import-not-at-top
     c = _with(self.config, {"method.loss_block_size": block_size if "ring" in mode else 0})
-    objective = common.two_view_objective(c.method)
+    objective = image.two_view_objective(c.method)
     labels = jax.ShapeDtypeStruct((batch,), np.int32, sharding=jax.NamedSharding(self.mesh,
                                                                                    jax.P("data")))
     emb = jax.ShapeDtypeStruct((batch, int(m.proj_out_dim)), np.float32,
