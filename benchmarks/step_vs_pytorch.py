@@ -72,8 +72,9 @@ def jaxcl_config(name: str):
 # The PyTorch side: the same networks, loss and optimizers.
 
 
-def torch_step_fn(c, channels: int):
-  """``step(views) -> loss`` in PyTorch for the jaxcl config ``c`` (views: [2B, C, H, W] float)."""
+def torch_step_fn(c, channels: int, *, device: str = "cpu", dtype: str = "float32"):
+  """``step(views) -> loss`` in PyTorch for the jaxcl config ``c`` (views: [2B, C, H, W] float);
+  ``dtype='bfloat16'`` runs forward and backward under autocast (parameters float32, as jaxcl)."""
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
   from torch.nn import functional as F  # pylint: disable=g-import-not-at-top
@@ -162,7 +163,7 @@ def torch_step_fn(c, channels: int):
   projector = nn.Sequential(nn.Linear(encoder.out_dim, mc.proj_hidden_dim, bias=False),
                             nn.BatchNorm1d(mc.proj_hidden_dim, momentum=0.1), nn.ReLU(),
                             nn.Linear(mc.proj_hidden_dim, mc.proj_out_dim))
-  model = nn.Sequential(encoder, projector)
+  model = nn.Sequential(encoder, projector).to(device)
   params = list(model.parameters())
   o = c.optim
   if o.name == "adamw":
@@ -194,13 +195,15 @@ def torch_step_fn(c, channels: int):
     n = len(z) // 2
     logits = z @ z.T / temperature
     logits.fill_diagonal_(float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
     return F.cross_entropy(logits, target)
 
   def step(views):
     for p in params:
       p.grad = None
-    loss = nt_xent(model(views))
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+      z = model(views)
+    loss = nt_xent(z.float())
     loss.backward()
     update()
     return float(loss.detach())
@@ -220,9 +223,14 @@ def _times(fn, steps: int) -> list[float]:
   return out
 
 
-def run_config(name: str, *, reps: int, steps: int) -> dict:
+def run_config(name: str, *, reps: int, steps: int, dtype: str = "float32",
+               batch: int | None = None) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   c = jaxcl_config(name)
+  if batch:
+    c.batch_size = batch
+  c.train.compute_dtype = dtype
+  experiment.apply_compute_dtype(c)  # the encoder in bfloat16, parameters float32
   batch = c.batch_size
   channels = 1 if c.data.name == "digits" else 3
   mesh = mesh_lib.make_mesh()
@@ -257,8 +265,11 @@ def run_config(name: str, *, reps: int, steps: int) -> dict:
 
   torch.manual_seed(0)
   torch.set_num_threads(os.cpu_count() or 1)
-  torch_step = torch_step_fn(c, channels)
-  torch_views = torch.from_numpy(np.asarray(views).transpose(0, 3, 1, 2).copy())
+  # PyTorch runs on the GPU where its build sees one (a CUDA wheel), else on the CPU: recorded.
+  torch_device = "cuda" if torch.cuda.is_available() else "cpu"
+  torch_step = torch_step_fn(c, channels, device=torch_device, dtype=dtype)
+  torch_views = torch.from_numpy(np.asarray(views, np.float32).transpose(0, 3, 1, 2).copy()).to(
+      torch_device)
   contenders = {
       "jaxcl": jaxcl_step,
       "pytorch": lambda: torch_step(torch_views),
@@ -272,7 +283,8 @@ def run_config(name: str, *, reps: int, steps: int) -> dict:
     for k, fn in contenders.items():
       times[k] += _times(fn, steps)
   med = {k: statistics.median(v) for k, v in times.items()}
-  out = {"batch": batch, "model": c.model.to_dict(), "optimizer": c.optim.name,
+  out = {"batch": batch, "dtype": dtype, "jax_device": jax.devices()[0].device_kind,
+         "torch_device": torch_device, "model": c.model.to_dict(), "optimizer": c.optim.name,
          "projector": [c.method.proj_hidden_dim, c.method.proj_out_dim], "seconds": times,
          "median_s": med, "images_per_s": {k: batch / v for k, v in med.items()
                                            if k in ("jaxcl", "pytorch")}}
@@ -305,6 +317,9 @@ def main(argv=None):
   p.add_argument("--configs", default=",".join(CONFIGS))
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--steps", type=int, default=2)
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                 help="the encoder's compute dtype on both sides (parameters stay float32)")
+  p.add_argument("--batch", type=int, default=None, help="override each configuration's batch")
   p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "step_vs_pytorch.json"))
   args = p.parse_args(argv)
   import torch  # pylint: disable=g-import-not-at-top
@@ -319,7 +334,8 @@ def main(argv=None):
     if name in results["configs"]:
       print(f"{name}: done already, skipped")
       continue
-    results["configs"][name] = run_config(name, reps=args.reps, steps=args.steps)
+    results["configs"][name] = run_config(name, reps=args.reps, steps=args.steps, dtype=args.dtype,
+                                          batch=args.batch)
     r = results["configs"][name]
     print(f"{name}: jaxcl {r['images_per_s']['jaxcl']:.1f} img/s, pytorch "
           f"{r['images_per_s']['pytorch']:.1f} img/s, ratio {r['jaxcl_over_pytorch']:.2f}, "
