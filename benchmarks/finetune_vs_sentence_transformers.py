@@ -409,7 +409,8 @@ class Bench:
     return path
 
   def run_bm25(self) -> dict:
-    from jaxcl.evaluate import bm25, ranking  # pylint: disable=g-import-not-at-top
+    from jaxcl.evaluate import ranking  # pylint: disable=g-import-not-at-top
+    from jaxcl.serve import bm25  # pylint: disable=g-import-not-at-top
     queries, docs, relevant, _ = self.eval_set()
     rows, _ = bm25.bm25_search(docs, queries, k=100)
     got = ranking.ranking_metrics(rows, relevant)
