@@ -26,7 +26,7 @@ _WIDTHS = (32, 64, 128, 128)
 
 
 def get_config(arg=None):
-  a = experiment.parse_arg(arg, smoke=False, layers=4, steps=400, min_scale=0.4)
+  a = experiment.parse_arg(arg, smoke=False, layers=4, steps=300, min_scale=0.4)
   c = experiment.on_animal_shapes(__file__, "simclr_digits", "smoke" if a.smoke else None)
   if a.smoke:
     return c
