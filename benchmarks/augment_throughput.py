@@ -10,6 +10,7 @@ processes. Both make two views per image at 32 px (CIFAR-like 32x32 sources, no 
 
 Run: ``python benchmarks/augment_throughput.py`` (about two minutes). Writes
 ``benchmarks/results/augment_throughput.json`` and prints images/s and the device/host ratios.
+``--smoke``: 32 px only, batches of 16, one short round, into a temporary ``--out``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402  (--out / --fresh / --smoke)
 from jaxcl import augment  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "augment_throughput.json")
 
 
 def source_images(n: int, side: int, seed: int = 0) -> np.ndarray:
@@ -163,19 +168,22 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement round")
   parser.add_argument("--rounds", type=int, default=3, help="rounds per pipeline; the best is kept")
-  parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                     "augment_throughput.json"))
+  _cli.add_flags(parser, OUT)  # --fresh changes nothing: every run measures everything
   args = parser.parse_args()
+  _cli.out_path(args, OUT)
   device = jax.devices()[0]
   on_cpu = device.platform == "cpu"
   settings = [  # (size, source side, strength, blur prob, device batch, host batch)
       (32, 32, 0.5, 0.0, 512 if on_cpu else 4096, 128),
       (224, 256, 1.0, 0.5, 16 if on_cpu else 256, 16),
   ]
+  if args.smoke:
+    settings = [(32, 32, 0.5, 0.0, 16, 16)]
+    args.seconds, args.rounds = 0.05, 1
   load_before = [round(v, 2) for v in os.getloadavg()]
   results = []
   for size, side, strength, blur_prob, dev_batch, host_batch in settings:
-    images = source_images(max(dev_batch, 256), side)
+    images = source_images(max(dev_batch, 16 if args.smoke else 256), side)
     common = dict(size=size, strength=strength, blur_prob=blur_prob)
     dev_step, compile_s = device_step(images, batch=dev_batch, **common)
     best = {"device": best_rate(dev_step, args)}

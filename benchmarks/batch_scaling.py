@@ -3,6 +3,7 @@ gradient caching (``train.grad_cache_chunks``; Gao et al. 2021).
 
   python benchmarks/batch_scaling.py [--batches 64,128,256,512] [--chunks 4] [--iters 2]
       [--encoder small_cnn] [--out benchmarks/results/batch_scaling.json]
+  python benchmarks/batch_scaling.py --smoke   # the smoke config at batch 16, into a temporary --out
 
 For each global batch B and each mode (plain step; gradient caching with ``--chunks`` chunks per
 device batch) it compiles the real jitted train step of ``jaxcl.train`` (SimCLR on digits-shaped 32 px
@@ -30,15 +31,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402  (--out / --fresh / --smoke)
 from jaxcl import experiment  # noqa: E402
 from jaxcl.train import mesh as parallel  # noqa: E402
 from jaxcl.data import DataInfo  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "benchmarks", "results", "batch_scaling.json")
 
 
-def measure(batch: int, chunks: int, *, encoder: str, iters: int) -> dict:
-  c = experiment.load_config_file(os.path.join(ROOT, "configs", "simclr_digits.py"))
+def measure(batch: int, chunks: int, *, encoder: str, iters: int, smoke: bool = False) -> dict:
+  c = experiment.load_config_file(os.path.join(ROOT, "configs", "simclr_digits.py"),
+                                  "smoke" if smoke else None)
   c.unlock()
   c.batch_size = batch
   c.train.grad_cache_chunks = chunks
@@ -79,12 +84,15 @@ def main(argv=None):
   p.add_argument("--chunks", type=int, default=4)
   p.add_argument("--iters", type=int, default=2)
   p.add_argument("--encoder", default="small_cnn")
-  p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "batch_scaling.json"))
+  _cli.add_flags(p, OUT)  # --fresh changes nothing: every run measures everything
   args = p.parse_args(argv)
+  _cli.out_path(args, OUT)
+  if args.smoke:
+    args.batches, args.chunks, args.iters = "16", 2, 1
   rows = []
   for batch in [int(b) for b in args.batches.split(",")]:
     for chunks in (0, args.chunks):
-      row = measure(batch, chunks, encoder=args.encoder, iters=args.iters)
+      row = measure(batch, chunks, encoder=args.encoder, iters=args.iters, smoke=args.smoke)
       rows.append(row)
       print(json.dumps(row), flush=True)
   out = {"device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),

@@ -3,6 +3,7 @@ random-init encoder and the raw signal of the same run.
 
   python benchmarks/cpc.py            # 3 seeds of configs/cpc_plaid.py, ~12 min on 2 cores
   python benchmarks/cpc.py --table    # the README table from the JSON
+  python benchmarks/cpc.py --smoke    # one seed of the smoke config, evaluated, temporary --out
 
 Each seed is ``jaxcl train`` in a fresh process (``benchmarks/methods.py``'s runner); results go to
 ``benchmarks/results/cpc.json`` as each finishes, and a rerun skips finished seeds.
@@ -15,11 +16,14 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402  (--out / --fresh / --smoke)
 import methods  # noqa: E402  (the cell runner, load / save / stat)
 
 OUT = os.path.join(methods.ROOT, "benchmarks", "results", "cpc.json")
 CONFIG = os.path.join(methods.ROOT, "configs", "cpc_plaid.py")
 SEEDS = (0, 1, 2)
+SMOKE_FLAGS = ("--config.eval.final=True", "--config.eval.max_train_examples=200",
+               "--config.eval.max_test_examples=100")
 
 
 def table(record: dict) -> str:
@@ -40,19 +44,23 @@ def table(record: dict) -> str:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--table", action="store_true")
-  parser.add_argument("--out", default=OUT)
+  _cli.add_flags(parser, OUT)
   args = parser.parse_args()
-  record = methods.load(args.out)
+  _cli.out_path(args, OUT)
+  record = _cli.load(args.out, args.fresh, {"cells": {}})
+  config, seeds, extra = CONFIG, SEEDS, []
+  if args.smoke:
+    config, seeds, extra = CONFIG + ":smoke", (0,), list(SMOKE_FLAGS)
   if not args.table:
-    for seed in SEEDS:
+    for seed in seeds:
       key = f"plaid/cpc/{seed}"
       if record["cells"].get(key, {}).get("ok"):
         continue
-      flags = [f"--config.seed={seed}", *methods.COMMON_FLAGS[:4]]
-      cell = methods.run_cell(CONFIG, flags, os.path.join("/tmp", "jaxcl_cpc", str(seed)))
+      flags = [f"--config.seed={seed}", *methods.COMMON_FLAGS[:4], *extra]
+      workdir = os.path.join(os.path.dirname(args.out) if args.smoke else "/tmp", "jaxcl_cpc", str(seed))
+      cell = methods.run_cell(config, flags, workdir)
       if cell.get("ok"):  # the last logged prediction accuracy of the run
-        cell["cpc_accuracy"] = methods.last_metric(os.path.join("/tmp", "jaxcl_cpc", str(seed)),
-                                                   "cpc_accuracy")
+        cell["cpc_accuracy"] = methods.last_metric(workdir, "cpc_accuracy")
       record["cells"][key] = cell
       methods.save(record, args.out)
       print(key, "ok" if cell.get("ok") else cell.get("error"), flush=True)

@@ -33,6 +33,7 @@ and its accuracy table.
   python benchmarks/eval_scaling.py --budget-s 300 --cell-timeout-s 150
   python benchmarks/eval_scaling.py --end-to-end      # ~3 min on a quiet 2-core CPU (data prepared once)
   python benchmarks/eval_scaling.py --table           # the end-to-end table from the JSON, nothing run
+  python benchmarks/eval_scaling.py --smoke           # the three tasks at 600 x 16, temporary --out
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402  (--out / --fresh / --smoke)
 import _subprocess  # noqa: E402
 
 NS = (1000, 10000, 60000)
@@ -56,6 +58,7 @@ E2E_TRAIN, E2E_TEST = 60000, 10000
 E2E_MAX_SHIFT = 3
 E2E_CONFIG = os.path.join("configs", "simclr_digits.py")  # README command 1, relative to the repo root
 REPRESENTATIONS = ("pretrained", "random init", "raw pixels")  # eval_seconds' phase prefixes
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "eval_scaling")  # .json, .png
 
 
 def _features(n, d, seed):
@@ -339,7 +342,7 @@ def main(argv=None) -> None:
   p.add_argument("--budget-s", type=float, default=300.0, help="stop starting cells after this")
   p.add_argument("--cell-timeout-s", type=float, default=150.0)
   p.add_argument("--estimate", action="store_true", help="also estimate 1.28M x 2048 memory")
-  p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "eval_scaling"))
+  _cli.add_flags(p, OUT)  # --out is a prefix: <out>.json and <out>.png
   p.add_argument("--end-to-end", action="store_true",
                  help="run only the end-to-end cell: the default job trained and evaluated on 60k "
                  "images")
@@ -361,8 +364,9 @@ def main(argv=None) -> None:
       out = _e2e_child(cell) if cell.get("task") == "end_to_end" else _child(cell)
     print(json.dumps(out))
     return
+  _cli.out_path(args, OUT)
   path = args.out + ".json"
-  results = json.load(open(path)) if os.path.exists(path) else {"cells": {}}
+  results = _cli.load(path, args.fresh, {"cells": {}})
   command = "python benchmarks/eval_scaling.py " + " ".join(argv or sys.argv[1:])
   start = time.perf_counter()
 
@@ -395,7 +399,8 @@ def main(argv=None) -> None:
     return
   results["command"] = command
 
-  cells = [{"n": n, "d": d, "task": t} for d in DS for n in NS for t in TASKS]  # d=128 first
+  ns, ds = ((600,), (16,)) if args.smoke else (NS, DS)
+  cells = [{"n": n, "d": d, "task": t} for d in ds for n in ns for t in TASKS]  # d=128 first
   for cell in cells:
     key = f"{cell['task']}/n={cell['n']}/d={cell['d']}"
     done = results["cells"].get(key)

@@ -14,6 +14,7 @@ Nothing is trained: the state is abstract and the step is only compiled, so it r
 
   python benchmarks/fsdp_memory.py            # writes benchmarks/results/fsdp_memory.json
   python benchmarks/fsdp_memory.py --table    # the README table from the JSON
+  python benchmarks/fsdp_memory.py --smoke    # both models' smoke configs at 32 px, temporary --out
 
 Target (issue 19): FSDP's per-device state at most 1/6 of the replicated state.
 """
@@ -28,40 +29,46 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402  (--out / --fresh / --smoke)
+
 OUT = os.path.join(ROOT, "benchmarks", "results", "fsdp_memory.json")
 MODELS = ("clip_vit_b16", "byol_resnet50")
 LAYOUTS = ("replicated", "fsdp")
 MB = 2 ** 20
 
 
-def _config(model: str, fsdp: bool, batch: int):
+def _config(model: str, fsdp: bool, batch: int, size: int, smoke: bool):
   from jaxcl import experiment, models  # pylint: disable=g-import-not-at-top
+  arg = "smoke" if smoke else None  # the configs' own tiny models
   if model == "clip_vit_b16":
-    c = experiment.load_config_file(os.path.join(ROOT, "configs", "clip_cifar10.py"))
+    c = experiment.load_config_file(os.path.join(ROOT, "configs", "clip_cifar10.py"), arg)
     c.unlock()
-    c.model = models.default_config("vit_base")
-    c.model.patch_size = 16
-    c.method.update(embed_dim=512, text_width=512, text_depth=12, text_heads=8)
+    if not smoke:
+      c.model = models.default_config("vit_base")
+      c.model.patch_size = 16
+      c.method.update(embed_dim=512, text_width=512, text_depth=12, text_heads=8)
   else:
-    c = experiment.load_config_file(os.path.join(ROOT, "configs", "byol_imagenet.py"))
+    c = experiment.load_config_file(os.path.join(ROOT, "configs", "byol_imagenet.py"), arg)
     c.unlock()
-  c.data.image_size = 224
-  c.augment.size = 224
+  c.data.image_size = size
+  c.augment.size = size
   c.batch_size = batch
   c.train.fsdp = fsdp
   c.eval.online_probe = False
   return c
 
 
-def measure(model: str, layout: str, batch: int) -> dict:
+def measure(model: str, layout: str, batch: int, smoke: bool = False) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from jaxcl import data, experiment  # pylint: disable=g-import-not-at-top
   from jaxcl.train import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
 
-  c = _config(model, layout == "fsdp", batch)
-  info = data.DataInfo(image_shape=(224, 224, 3), num_classes=1000,
+  size = 32 if smoke else 224
+  c = _config(model, layout == "fsdp", batch, size, smoke)
+  info = data.DataInfo(image_shape=(size, size, 3), num_classes=1000,
                        class_names=tuple(f"class {i}" for i in range(1000)), num_train=0, num_test=0)
   mesh = mesh_lib.make_mesh(8)
   experiment.run.apply_compute_dtype(c)
@@ -75,7 +82,7 @@ def measure(model: str, layout: str, batch: int) -> dict:
   parts = {part: per_device_bytes(state[part]) for part in ("params", "opt_state", "rest")}
   replicated_total = sum(int(np.prod(x.shape)) * x.dtype.itemsize
                          for part in ("params", "opt_state", "rest") for x in jax.tree.leaves(state[part]))
-  batch_abstract = {"image": jax.ShapeDtypeStruct((batch, 224, 224, 3), np.uint8,
+  batch_abstract = {"image": jax.ShapeDtypeStruct((batch, size, size, 3), np.uint8,
                                                   sharding=mesh_lib.batch_sharding(mesh)),
                     "label": jax.ShapeDtypeStruct((batch,), np.int32,
                                                   sharding=mesh_lib.batch_sharding(mesh))}
@@ -112,13 +119,13 @@ def table(record: dict) -> str:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--batch", type=int, default=64, help="global batch (8 per device)")
-  parser.add_argument("--out", default=OUT)
   parser.add_argument("--table", action="store_true", help="print the README table and exit")
+  _cli.add_flags(parser, OUT)
   args = parser.parse_args()
-  record = {"cells": {}}
-  if os.path.exists(args.out):
-    with open(args.out) as f:
-      record = json.load(f)
+  _cli.out_path(args, OUT)
+  if args.smoke:
+    args.batch = 8
+  record = _cli.load(args.out, args.fresh, {"cells": {}})
   if args.table:
     print(table(record))
     return
@@ -134,7 +141,7 @@ def main() -> None:
       if key in record["cells"]:
         continue
       print(f"{key} ...", flush=True)
-      record["cells"][key] = measure(model, layout, args.batch)
+      record["cells"][key] = measure(model, layout, args.batch, args.smoke)
       with open(args.out + ".tmp", "w") as f:
         json.dump(record, f, indent=2)
       os.replace(args.out + ".tmp", args.out)

@@ -10,6 +10,7 @@ benchmarks/results/train_throughput.json (written by the trainer's benchmark) wh
 A ratio above 1 means the host feeds the step faster than the step consumes.
 
   python benchmarks/input_pipeline.py [--batches 40] [--measure_train]
+  python benchmarks/input_pipeline.py --smoke   # 2 batches of 16, 500 synthetic images, temp --out
 
 Writes benchmarks/results/input_pipeline.json.
 """
@@ -28,10 +29,13 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _cli  # noqa: E402  (--out / --fresh / --smoke)
 import jaxcl.data as data  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+OUT = os.path.join(RESULTS, "input_pipeline.json")
 
 
 def synthetic_cifar(manual_dir: str, *, per_batch: int = 2000, test_size: int = 1000) -> None:
@@ -72,19 +76,19 @@ def measure(cfg, *, num_workers: int, global_batch_size: int, batches: int, warm
           "examples_per_second": round(batches * global_batch_size / elapsed, 1)}
 
 
-def measure_train(data_dir: str, *, steps: int) -> dict:
+def measure_train(data_dir: str, *, steps: int, batch_size: int = 256) -> dict:
   """images/s of a short SimCLR + SmallCNN run on digits through jaxcl.train (excludes compile)."""
   from jaxcl import experiment  # pylint: disable=g-import-not-at-top
   c = experiment.base(method="simclr", dataset="digits", encoder="small_cnn", recipe="simclr",
-                      crop_size=32, batch_size=256, steps=steps)
-  experiment.smoke(c, batch_size=256, steps=steps)
+                      crop_size=32, batch_size=batch_size, steps=steps)
+  experiment.smoke(c, batch_size=batch_size, steps=steps)
   c.data.data_dir = data_dir
   c.data.read_threads = 2
   c.data.prefetch_buffer_size = 4
   with tempfile.TemporaryDirectory() as workdir:
     result = experiment.train_and_evaluate(c, workdir)
   return {"source": "measured: jaxcl.experiment.train_and_evaluate, simclr + small_cnn, digits 32 px, "
-                    f"global batch 256, {steps} steps",
+                    f"global batch {batch_size}, {steps} steps",
           "images_per_second": float(result["images_per_second"])}
 
 
@@ -121,8 +125,13 @@ def main() -> None:
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--measure_train", action="store_true")
   parser.add_argument("--train_steps", type=int, default=30)
-  parser.add_argument("--out", default=os.path.join(RESULTS, "input_pipeline.json"))
+  _cli.add_flags(parser, OUT)  # --fresh changes nothing: every run measures everything
   args = parser.parse_args()
+  _cli.out_path(args, OUT)
+  cifar_images = 10_000
+  if args.smoke:  # every path (both datasets, 0 and 2 workers, the short training run), tiny
+    args.batches, args.warmup, args.batch_size, args.measure_train, args.train_steps = 2, 1, 16, True, 3
+    cifar_images = 500
 
   with tempfile.TemporaryDirectory() as tmp:
     digits = data.default_config("digits")
@@ -131,7 +140,7 @@ def main() -> None:
     cifar = data.default_config("cifar10")
     cifar.data_dir = digits.data_dir
     cifar.manual_dir = tmp
-    synthetic_cifar(tmp)
+    synthetic_cifar(tmp, per_batch=cifar_images // 5, test_size=cifar_images // 10)
     data.prepare(cifar, progress=False)
 
     results = []
@@ -140,10 +149,11 @@ def main() -> None:
         r = measure(cfg, num_workers=workers, global_batch_size=args.batch_size,
                     batches=args.batches, warmup=args.warmup)
         if cfg.name == "cifar10":
-          r["dataset"] = "cifar10 (synthetic, 10,000 images)"
+          r["dataset"] = f"cifar10 (synthetic, {cifar_images:,} images)"
         print(json.dumps(r))
         results.append(r)
-    train_rate = measure_train(digits.data_dir, steps=args.train_steps) if args.measure_train \
+    train_rate = measure_train(digits.data_dir, steps=args.train_steps,
+                               batch_size=args.batch_size) if args.measure_train \
         else read_train_throughput()
 
   if train_rate:

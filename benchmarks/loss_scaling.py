@@ -23,7 +23,8 @@ spare; a method stops scaling once its compiled memory exceeds ``--limit-gb`` (2
 Usage (CPU, 8 simulated devices; ~25 min on 2 cores)::
 
   python benchmarks/loss_scaling.py
-  python benchmarks/loss_scaling.py --quick                       # smoke run, small N
+  python benchmarks/loss_scaling.py --quick                       # small N (512-2048), 1 repeat
+  python benchmarks/loss_scaling.py --smoke                       # N=128, d=16, temporary --out
   python benchmarks/loss_scaling.py --max-n 262144 --d 512 --dtype bfloat16 --run-limit-gb 60  # GPU
 
 Writes benchmarks/results/loss_scaling.json and loss_scaling.png (``--out`` changes the stem).
@@ -40,10 +41,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402  (--out / --fresh / --smoke)
 import _subprocess  # noqa: E402
 
 METHODS = ("naive", "allgather", "gspmd", "ring")
 GB = 1e9
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "loss_scaling")  # stem
 LOSS_KWARGS = {
     "clip_loss": {"logit_scale": 100.0},
     "sigmoid_loss": {"logit_scale": 10.0, "logit_bias": -10.0},
@@ -353,8 +356,9 @@ def main(argv=None) -> None:
                  help="the ring at the machine's limit: its FLOP rate against plain tile matmuls at "
                       "N=65,536 (d=256), one call at N=262,144 (d=128), and the compiled memory at "
                       "N=1,048,576 (d=128); resumable, writes <out>_limit.json")
-  p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "loss_scaling"))
+  _cli.add_flags(p, OUT)  # --out is a stem: <out>.json, <out>.png; --fresh: the --limit cells
   args = p.parse_args(argv)
+  _cli.out_path(args, OUT)
   if args.child:
     print(json.dumps(_child(json.loads(args.child))))
     return
@@ -371,7 +375,10 @@ def main(argv=None) -> None:
   if args.limit:
     _limit(args)
     return
-  if args.quick:
+  if args.smoke:
+    args.min_n = args.max_n = 128
+    args.d, args.runs, args.reps, args.block_size = 16, 1, 1, 8
+  elif args.quick:
     args.min_n, args.max_n, args.runs, args.reps = 512, 2048, 1, 1
     args.block_size = min(args.block_size, 128)
     if args.out.endswith("loss_scaling"):
@@ -472,10 +479,7 @@ LIMIT_CELLS = ((65536, 256, 1), (262144, 128, None), (1048576, 128, 0))
 def _limit(args) -> None:
   """The ring alone at the machine's limit (issue 14), one cell per fresh process, saved as it ends."""
   path = args.out + "_limit.json"
-  record = {"cells": {}}
-  if os.path.exists(path):
-    with open(path) as f:
-      record = json.load(f)
+  record = _cli.load(path, args.fresh, {"cells": {}})
   record["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
   record["notes"] = _with_matmul_rate.__doc__.split("\n\n")[1].replace("\n  ", " ").strip()
   for n, d, reps in LIMIT_CELLS:

@@ -10,6 +10,7 @@ best validation MAP@R, over 3 seeds, with the baselines of the same run.
   python benchmarks/metric_learning.py --tune     # 32 validation cells, ~40 min on 2 cores
   python benchmarks/metric_learning.py            # 6 final cells (2 datasets x 3 seeds), ~15 min
   python benchmarks/metric_learning.py --table    # the README table from the JSON
+  python benchmarks/metric_learning.py --smoke    # one tuning and one final cell of the smoke config
 
 Every cell is written to ``benchmarks/results/metric_learning.json`` as soon as it finishes and a rerun
 skips finished cells.
@@ -24,6 +25,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import _cli  # noqa: E402  (--out / --fresh / --smoke)
 import _subprocess  # noqa: E402  (the fresh-process jaxcl train runner)
 import methods  # noqa: E402  (load / save / stat shared with the methods benchmark)
 
@@ -39,6 +41,9 @@ GRID = [(pool, loss, steps) for pool in ("mean", "flatten")
 SCORES = ("recall@1", "recall@2", "recall@4", "recall@8", "r_precision", "map@r")
 REPS = ("pretrained", "random_init", "raw_pixels")
 TITLES = {"r_precision": "R-precision", "map@r": "MAP@R"}
+# --smoke: the smoke config (batch 16) in 2 classes x 8 examples, evaluated, one setup, one seed.
+SMOKE_GRID = [("flatten", "batch_semi_hard_triplet", 2)]
+SMOKE_FLAGS = ("--config.eval.final=True", "--config.data.examples_per_class=8")
 QUIET = ("--config.train.checkpoint_every=0", "--config.train.export_encoder=False",
          "--config.train.progress=False", "--config.eval.embedding_map=False")
 
@@ -52,11 +57,15 @@ def _flags(pool: str, steps: int, seed: int, *, tune: bool) -> list[str]:
   return flags
 
 
-def run(dataset: str, setup: tuple[str, str, int], seed: int, *, tune: bool) -> dict:
+def run(dataset: str, setup: tuple[str, str, int], seed: int, *, tune: bool,
+        smoke: bool = False) -> dict:
   pool, loss, steps = setup
-  config = os.path.join(ROOT, "configs", f"metric_learning_{dataset}.py") + f":loss={loss}"
-  workdir = os.path.join("/tmp", "jaxcl_metric_learning", f"{dataset}_{pool}_{loss}_{steps}_{seed}_{tune}")
-  run = _subprocess.jaxcl_train(config, _flags(pool, steps, seed, tune=tune), workdir)
+  config = (os.path.join(ROOT, "configs", f"metric_learning_{dataset}.py")
+            + f":{'smoke,' if smoke else ''}loss={loss}")
+  workdir = os.path.join("/tmp", "jaxcl_metric_learning",
+                         f"{dataset}_{pool}_{loss}_{steps}_{seed}_{tune}{'_smoke' if smoke else ''}")
+  flags = _flags(pool, steps, seed, tune=tune) + list(SMOKE_FLAGS if smoke else ())
+  run = _subprocess.jaxcl_train(config, flags, workdir)
   if not run["ok"]:
     return run
   res = run["results"]
@@ -115,22 +124,27 @@ def main() -> None:
   parser.add_argument("--tune", action="store_true", help="the validation grid (seed 0)")
   parser.add_argument("--table", action="store_true", help="print the README tables and exit")
   parser.add_argument("--datasets", default=",".join(DATASETS))
-  parser.add_argument("--out", default=OUT)
+  _cli.add_flags(parser, OUT)
   args = parser.parse_args()
-  record = methods.load(args.out)
+  _cli.out_path(args, OUT)
+  record = _cli.load(args.out, args.fresh, {"cells": {}})
   if args.table:
     print(table(record))
     return
-  for dataset in args.datasets.split(","):
-    if args.tune:
-      cells = [(_key("tune", dataset, setup), setup, 0) for setup in GRID]
+  grid, seeds, datasets = GRID, SEEDS, args.datasets.split(",")
+  stages = (args.tune,)
+  if args.smoke:  # both stages: tune, then the final cell of the best setup
+    grid, seeds, datasets, stages = SMOKE_GRID, (0,), ["digits"], (True, False)
+  for dataset, tune in [(d, t) for d in datasets for t in stages]:
+    if tune:
+      cells = [(_key("tune", dataset, setup), setup, 0) for setup in grid]
     else:
       setup = best(record, dataset)
-      cells = [(_key("final", dataset, setup, seed), setup, seed) for seed in SEEDS]
+      cells = [(_key("final", dataset, setup, seed), setup, seed) for seed in seeds]
     for key, setup, seed in cells:
       if record["cells"].get(key, {}).get("ok"):
         continue
-      record["cells"][key] = run(dataset, setup, seed, tune=args.tune)
+      record["cells"][key] = run(dataset, setup, seed, tune=tune, smoke=args.smoke)
       methods.save(record, args.out)
       c = record["cells"][key]
       print(key, f"MAP@R {100 * c['unseen_classes']['pretrained']['map@r']:.1f}" if c["ok"]

@@ -3,6 +3,7 @@ r"""The online linear probe: what it costs per step, and how far it ends from th
   python benchmarks/online_probe.py              # both parts, resumable (reruns skip finished cells)
   python benchmarks/online_probe.py --cost-only  # only the step times (a minute or two)
   python benchmarks/online_probe.py --table      # only print the tables from the JSON
+  python benchmarks/online_probe.py --smoke      # the smoke config: 1 timed step, 1 gap cell, temp --out
 
 * ``cost``: the default job's jitted train step (``configs/simclr_digits.py``, batch 256, a real
   digits batch) with the probe off, on the step's own augmented views (``eval.online_probe_views=
@@ -23,15 +24,18 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402  (--out / --fresh / --smoke)
 import methods  # noqa: E402  (its cell runner, overrides and JSON helpers)
 
 ROOT = methods.ROOT
 OUT = os.path.join(ROOT, "benchmarks", "results", "online_probe.json")
 MODES = ("off", "augmented", "clean")
 VIEWS = ("augmented", "clean")
+SMOKE_FLAGS = ("--config.eval.final=True", "--config.eval.max_train_examples=200",
+               "--config.eval.max_test_examples=100")
 
 
-def step_times(reps: int, steps: int) -> dict[str, list[float]]:
+def step_times(reps: int, steps: int, smoke: bool = False) -> dict[str, list[float]]:
   """Seconds per step of the default job's train step, per probe mode, timed interleaved."""
   import jax
   import numpy as np
@@ -42,7 +46,8 @@ def step_times(reps: int, steps: int) -> dict[str, list[float]]:
   mesh = mesh_lib.make_mesh()
   runs = {}
   for mode in MODES:
-    c = experiment.load_config_file(os.path.join(ROOT, "configs", "simclr_digits.py"))
+    c = experiment.load_config_file(os.path.join(ROOT, "configs", "simclr_digits.py"),
+                                    "smoke" if smoke else None)
     c.unlock()
     c.eval.online_probe = mode != "off"
     c.eval.online_probe_views = "augmented" if mode == "off" else mode
@@ -68,15 +73,19 @@ def step_times(reps: int, steps: int) -> dict[str, list[float]]:
   return times
 
 
-def gap_cells():
-  """``(key, config, flags, workdir)`` of every (dataset, probe views, seed) cell."""
-  for dataset in methods.DATASETS:
-    for views in VIEWS:
-      for seed in methods.SEEDS:
+def gap_cells(smoke: bool = False, workroot: str = os.path.join(ROOT, "runs", "bench_online_probe")):
+  """``(key, config, flags, workdir)`` of every (dataset, probe views, seed) cell (``smoke``: one
+  cell of the smoke config on digits, evaluated)."""
+  datasets, seeds = (("digits",), (0,)) if smoke else (methods.DATASETS, methods.SEEDS)
+  for dataset in datasets:
+    for views in VIEWS[-1:] if smoke else VIEWS:
+      for seed in seeds:
         config, flags = methods.overrides(dataset, "simclr", seed, None)
         flags = [f for f in flags if not f.startswith("--config.eval.baselines")]
         flags += ["--config.eval.baselines=False", f"--config.eval.online_probe_views={views}"]
-        workdir = os.path.join(ROOT, "runs", "bench_online_probe", dataset, views, str(seed))
+        if smoke:
+          config, flags = config + ":smoke", flags + list(SMOKE_FLAGS)
+        workdir = os.path.join(workroot, dataset, views, str(seed))
         yield f"{dataset}/{views}/{seed}", config, flags, workdir
 
 
@@ -114,15 +123,20 @@ def main(argv=None) -> None:
   p.add_argument("--table", action="store_true")
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--steps", type=int, default=5)
-  p.add_argument("--out", default=OUT)
+  _cli.add_flags(p, OUT)
   args = p.parse_args(argv)
+  _cli.out_path(args, OUT)
+  if args.smoke:
+    args.reps, args.steps = 1, 1
   if not args.table:
-    record = methods.load(args.out)
+    record = _cli.load(args.out, args.fresh, {"cells": {}})
     if "cost" not in record:
-      record["cost"] = step_times(args.reps, args.steps)
-      methods.save(record, args.out)
+      record["cost"] = step_times(args.reps, args.steps, args.smoke)
+    methods.save(record, args.out)
     if not args.cost_only:
-      methods.run_cells(gap_cells(), args.out)
+      workroot = (os.path.join(os.path.dirname(args.out), "runs") if args.smoke
+                  else os.path.join(ROOT, "runs", "bench_online_probe"))
+      methods.run_cells(gap_cells(args.smoke, workroot), args.out)
   print(table(methods.load(args.out)))
 
 

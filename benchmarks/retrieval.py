@@ -4,6 +4,7 @@ negative filtering, and the global batch size, over seeds, against BM25 and the 
   python benchmarks/retrieval.py             # every cell, 3 seeds (about 1 hour on 2 cores)
   python benchmarks/retrieval.py --table     # the README table (and the PNG) from the JSON
   python benchmarks/retrieval.py --rows in-batch,mined --seeds 0
+  python benchmarks/retrieval.py --smoke     # in-batch and mined, smoke config, temporary --out
 
 Rows (each scored on the 442 test queries against all 4,161 documents):
 
@@ -37,6 +38,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402  (--out / --fresh / --smoke)
 import methods  # noqa: E402  (run_cell, load / save / stat)
 
 OUT = os.path.join(methods.ROOT, "benchmarks", "results", "retrieval.json")
@@ -49,6 +51,9 @@ ROWS = ("in-batch", "in-batch +300", "mined", "mined+filter", "bm25-mined",
         *(f"batch {b}" for b in BATCHES))
 METRICS = ("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100")
 COMMON = ("--config.train.export_encoder=False", "--config.train.progress=False")
+MINED = "bench_retrieval_mined"  # prefix of the mined datasets' names
+# --smoke: the smoke config, evaluated on 50 queries, 2 stage-2 steps; its own datasets and runs.
+SMOKE_FLAGS = ("--config.eval.final=True", "--config.eval.max_test_examples=50")
 
 
 def _workdir(row: str, seed: int) -> str:
@@ -58,8 +63,8 @@ def _workdir(row: str, seed: int) -> str:
 def _mine(seed: int, margin: float, by: str = "model") -> tuple[str, float]:
   """Mines with the seed's in-batch model (or BM25) into a fresh dataset; (its name, seconds)."""
   from jaxcl import data  # pylint: disable=g-import-not-at-top
-  name = (f"bench_retrieval_mined_s{seed}_{'filtered' if margin else 'all'}" if by == "model"
-          else "bench_retrieval_mined_bm25")  # BM25's negatives do not depend on the seed
+  name = (f"{MINED}_s{seed}_{'filtered' if margin else 'all'}" if by == "model"
+          else f"{MINED}_bm25")  # BM25's negatives do not depend on the seed
   shutil.rmtree(os.path.join(data.default_data_dir(), name), ignore_errors=True)
   started = time.time()
   cmd = [sys.executable, "-m", "jaxcl", "mine", "--workdir", _workdir("in-batch", seed), "--name", name,
@@ -185,8 +190,16 @@ def main() -> None:
   parser.add_argument("--table", action="store_true", help="only print the table, write the PNG")
   parser.add_argument("--rows", default=",".join(ROWS))
   parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-  parser.add_argument("--out", default=OUT)
+  _cli.add_flags(parser, OUT)
   args = parser.parse_args()
+  _cli.out_path(args, OUT)
+  if args.fresh and not args.table:
+    methods.save({"cells": {}}, args.out)
+  if args.smoke:
+    global CONFIG, WORK, EXTRA_STEPS, COMMON, MINED  # pylint: disable=global-statement
+    CONFIG, WORK, EXTRA_STEPS = CONFIG + ":smoke", os.path.join(os.path.dirname(args.out), "runs"), 2
+    COMMON, MINED = COMMON + SMOKE_FLAGS, "bench_smoke_retrieval_mined"
+    args.rows, args.seeds = "in-batch,mined", "0"
   if not args.table:
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = set(rows) - set(ROWS)

@@ -1,6 +1,7 @@
 """Images/s of the SimCLR training step (ResNet-18, CIFAR stem, 32 px) and where its time goes.
 
   python benchmarks/train_throughput.py [--batch 256] [--iters 3] [--out benchmarks/results/train_throughput.json]
+  python benchmarks/train_throughput.py --smoke   # the smoke config at batch 16, into a temporary --out
 
 Measures, on whatever devices JAX sees (CPU here; the same script on a GPU/TPU):
 
@@ -25,12 +26,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
+import _cli  # noqa: E402  (--out / --fresh / --smoke)
 from jaxcl import experiment, losses  # noqa: E402
 from jaxcl.train import mesh as parallel  # noqa: E402
 from jaxcl.data import DataInfo  # noqa: E402
@@ -47,10 +50,13 @@ def _time(fn, *args, iters):
   return statistics.median(times)
 
 
-def config(batch: int):
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "train_throughput.json")
+
+
+def config(batch: int, smoke: bool = False):
   c = experiment.load_config_file(
       os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                   "simclr_cifar10.py"))
+                   "simclr_cifar10.py"), "smoke" if smoke else None)
   c.unlock()
   c.batch_size = batch
   return c
@@ -60,10 +66,12 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--batch", type=int, default=256)
   p.add_argument("--iters", type=int, default=3)
-  p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                               "train_throughput.json"))
+  _cli.add_flags(p, OUT)  # --fresh changes nothing: every run measures everything
   args = p.parse_args(argv)
-  c = config(args.batch)
+  _cli.out_path(args, OUT)
+  if args.smoke:
+    args.batch, args.iters = 16, 1
+  c = config(args.batch, args.smoke)
   mesh = parallel.make_mesh()
   # Random uint8 images of CIFAR's shape: no dataset needed.
   info = DataInfo(image_shape=(32, 32, 3), num_classes=10, class_names=tuple("0123456789"),
@@ -75,7 +83,8 @@ def main(argv=None):
   batch = parallel.shard_batch({"image": images, "label": labels}, mesh)
 
   results = {"device": jax.devices()[0].device_kind, "num_devices": mesh.size,
-             "platform": platform.platform(), "batch": args.batch, "model": "resnet18 (cifar stem)",
+             "platform": platform.platform(), "batch": args.batch,
+             "model": "smoke config" if args.smoke else "resnet18 (cifar stem)",
              "method": "simclr", "iters": args.iters}
 
   step = setup.step_fn()

@@ -1,4 +1,8 @@
-r"""SimCLR on the embedded digits dataset at 32 px: THE DEFAULT JOB.
+r"""SimCLR on the embedded digits dataset at 32 px: the base of the default job.
+
+The default job (README command 1) is configs/simclr_animal_shapes.py, this job on Animal-Shape
+silhouettes: on digits raw pixels are a near-ceiling floor (8x8 images upsampled), and the margin
+below is within the seed-to-seed spread (benchmarks/default_job.py).
 
 Command (from the repository root; the digits dataset is built on first use, nothing is downloaded):
 
