@@ -100,7 +100,8 @@ def _default_job(part: str) -> Callable[[dict], str]:
   def make(record: dict) -> str:
     if default_job is None:
       raise ValueError("benchmarks/default_job.json exists but benchmarks/default_job.py does not")
-    tables = _by_heading(default_job.table(record, default_job.CANDIDATES), lambda h: h.split()[0])
+    tables = _by_heading(default_job.table(record, default_job.CANDIDATES, len(record["folds"])),
+                         lambda h: h.split()[0])
     if part not in tables:
       raise ValueError(f"default_job.json has no {part} table yet: mark its block '{NOT_GENERATED}'")
     return tables[part]
