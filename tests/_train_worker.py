@@ -84,14 +84,14 @@ class _HangingIterator:
 
 
 def _install_step_hang(step: int, marker: str, pause: bool = False) -> None:
-  from jaxcl import experiment  # pylint: disable=g-import-not-at-top
+  from jaxcl.experiment.tasks import image  # pylint: disable=g-import-not-at-top
 
-  original = experiment.run.data_iterator
+  original = image.data_iterator
 
   def data_iterator(config, *, start_state=None):
     return _HangingIterator(original(config, start_state=start_state), step, marker, pause)
 
-  experiment.run.data_iterator = data_iterator
+  image.data_iterator = data_iterator  # the image task reads its module's name at call time
 
 
 def _install_restore_dump(path: str) -> None:
