@@ -13,7 +13,7 @@ from __future__ import annotations
 import ml_collections
 
 from jaxcl import extras
-from jaxcl.models import pretrained
+from jaxcl.models import bert, pretrained
 from jaxcl.train import optim
 
 from jaxcl.train.loop import ON_NONFINITE
@@ -69,7 +69,7 @@ def _check_pretrained(config: ml_collections.ConfigDict) -> None:
     _fail("model.pretrained", mc.get("pretrained"), "model.name='bert' starts from a pretrained "
           "folder: set it to a Hugging Face or sentence-transformers model folder (config.json, "
           "model.safetensors, tokenizer.json); jaxcl never downloads.")
-  if mc.get("pool") not in ("", "mean", "cls", "max"):
+  if mc.get("pool") not in ("",) + bert.POOLS:  # "": the pretrained folder's own pooling
     _fail("model.pool", mc.get("pool"), "a BERT tower pools with 'mean', 'cls' or 'max' ('' for "
           "the folder's own pooling).")
   if d.get("tokenizer"):

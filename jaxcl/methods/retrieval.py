@@ -29,7 +29,6 @@ from jaxcl.losses.matryoshka import check_dims
 from jaxcl.methods.base import Facts, Method, bad_field
 
 POOLS = ("mean", "cls")
-BERT_POOLS = ("", "mean", "cls", "max")  # "": the pretrained folder's own pooling
 
 
 def default_config() -> ml_collections.ConfigDict:
