@@ -121,12 +121,7 @@ def _config(path, **overrides):
   c.model.pretrained = path
   c.method.num_negatives = NEGATIVES
   c.data.max_length = LENGTH
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)  # dotted keys, e.g. "train.grad_cache_chunks"
   return experiment.lock(c)
 
 

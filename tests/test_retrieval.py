@@ -27,12 +27,7 @@ def _config(**overrides):
   c.method.num_negatives = NEGATIVES
   c.method.learn_temperature = True
   c.eval.online_probe = False
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)  # dotted keys, e.g. "train.grad_cache_chunks"
   return experiment.lock(c)
 
 
